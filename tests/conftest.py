@@ -1,0 +1,53 @@
+"""Shared fixtures: the repository root and a runner of the real workflow."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# The tools of the environment that runs pytest (the project's .venv).
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def venv_bin() -> Path:
+    """Folder of the command-line tools (snakemake, snakefmt) beside the running Python."""
+    return BIN
+
+
+@pytest.fixture(scope="session")
+def tiny_config(repo_root) -> Path:
+    return repo_root / "tests" / "config" / "tiny.yaml"
+
+
+@pytest.fixture(scope="session")
+def run_snakemake(repo_root, tiny_config):
+    """Run the repository's workflow in `workdir` (results land there, not in the repository).
+
+    Returns the finished process; fails the test with Snakemake's output when `check` is set
+    and the run fails."""
+
+    def run(
+        workdir: Path, *args: str, configfile: Path = tiny_config, check: bool = True
+    ) -> subprocess.CompletedProcess:
+        cmd = [
+            str(BIN / "snakemake"),
+            "--snakefile", str(repo_root / "Snakefile"),
+            "--directory", str(workdir),
+            "--configfile", str(configfile),
+            "--cores", "2",
+            *args,
+        ]  # fmt: skip
+        proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
+        if check and proc.returncode != 0:
+            pytest.fail(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    return run
