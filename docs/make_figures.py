@@ -1,15 +1,38 @@
 """Regenerate the figures of the documentation from the workflow itself.
 
 Run from anywhere with the project's Python (`make docs`); needs Graphviz `dot` on PATH.
+
+- docs/rulegraph.svg, .png: the rules of the default run (Snakemake's rule graph).
+- docs/synthetic_montage.png: twelve slices of one synthetic patient, top to bottom.
+- docs/synthetic_truth.png: three slices of that patient with its truth maps overlaid.
 """
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import matplotlib
+
+matplotlib.use("Agg")  # before pyplot: no display on build machines
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+
+from cacflow.synth import SimulatedPatient, SynthSettings, patient_ids, simulate_patient
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DOCS_DIR = REPO_ROOT / "docs"
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
+
+# The figures show the synthetic cohort as the workflow makes it by default.
+FIGURE_SETTINGS = SynthSettings(seed=2021, size=512)
+CANDIDATE_PATIENTS = patient_ids(10)
+WINDOW_CENTER_HU, WINDOW_WIDTH_HU = 40.0, 400.0  # mediastinal window
+MONTAGE_ROWS, MONTAGE_COLS = 3, 4
+DPI = 80
 
 
 def make_rulegraph() -> None:
@@ -27,5 +50,119 @@ def make_rulegraph() -> None:
         print(f"wrote {out.relative_to(REPO_ROOT)}")
 
 
-if __name__ == "__main__":
+def first_patient_with_coronary_calcium(settings: SynthSettings) -> SimulatedPatient:
+    """The first of SYN0001..SYN0010 whose truth holds a coronary lesion."""
+    for patient_id in CANDIDATE_PATIENTS:
+        patient = simulate_patient(patient_id, settings)
+        if patient.volume.lesion_labels.any():
+            return patient
+    raise RuntimeError(
+        f"none of {CANDIDATE_PATIENTS[0]}..{CANDIDATE_PATIENTS[-1]} (seed {settings.seed}) "
+        "has coronary calcium"
+    )
+
+
+def make_montage(patient: SimulatedPatient | None = None) -> None:
+    """docs/synthetic_montage.png: 12 slices evenly spaced from the top to the bottom."""
+    if patient is None:
+        patient = first_patient_with_coronary_calcium(FIGURE_SETTINGS)
+    vol, acq = patient.volume, patient.acquisition
+    n_panels = MONTAGE_ROWS * MONTAGE_COLS
+    indices = np.linspace(0, acq.n_slices - 1, n_panels).round().astype(int)
+    fig, axes = plt.subplots(
+        MONTAGE_ROWS, MONTAGE_COLS, figsize=(3 * MONTAGE_COLS, 3.2 * MONTAGE_ROWS)
+    )
+    for ax, k in zip(axes.flat, indices, strict=True):
+        _show_slice(ax, vol.hu[k])
+        ax.set_title(f"slice {k + 1}, z = {vol.slice_z_mm[k]:.1f} mm", fontsize=9)
+    fig.suptitle(
+        f"{patient.patient_id} (seed {FIGURE_SETTINGS.seed}): {acq.n_slices} slices of "
+        f"{acq.slice_thickness_mm:g} mm, {acq.size} px at {acq.pixel_spacing_mm:.2f} mm, "
+        f"W{WINDOW_WIDTH_HU:g}/L{WINDOW_CENTER_HU:g}",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    _save(fig, DOCS_DIR / "synthetic_montage.png")
+
+
+def truth_slices(patient: SimulatedPatient) -> list[tuple[str, int]]:
+    """An upper-heart slice, the lesion slice nearest mid-heart, and a low slice."""
+    vol = patient.volume
+    heart = np.flatnonzero(vol.heart_mask.any(axis=(1, 2)))
+    lesion = np.flatnonzero(vol.lesion_labels.any(axis=(1, 2)))
+    top, bottom = heart[0], heart[-1]
+    middle = (top + bottom) / 2.0
+    lesion_slice = int(lesion[np.argmin(np.abs(lesion - middle))])
+    upper = round(top + 0.15 * (bottom - top))
+    low = round(top + 0.85 * (bottom - top))
+    # Three different levels even when the lesion sits high or low in the heart.
+    upper = min(upper, max(top, lesion_slice - 3))
+    low = max(low, min(bottom, lesion_slice + 3))
+    return [("upper heart", upper), ("coronary lesion", lesion_slice), ("low", low)]
+
+
+def make_truth_overlay(patient: SimulatedPatient | None = None) -> None:
+    """docs/synthetic_truth.png: heart mask, coronary lesions and other calcium on 3 slices."""
+    if patient is None:
+        patient = first_patient_with_coronary_calcium(FIGURE_SETTINGS)
+    vol = patient.volume
+    chosen = truth_slices(patient)
+    fig, axes = plt.subplots(1, len(chosen), figsize=(4.2 * len(chosen), 4.8))
+    for ax, (what, k) in zip(axes, chosen, strict=True):
+        _show_slice(ax, vol.hu[k])
+        if vol.heart_mask[k].any():
+            ax.contour(vol.heart_mask[k], levels=[0.5], colors="red", linewidths=1.0)
+        # Lesions are a few pixels wide: fill them and ring them so they survive the dpi.
+        for mask, colour in (
+            (vol.lesion_labels[k] > 0, "yellow"),
+            (vol.noncoronary_calcium[k], "cyan"),
+        ):
+            if mask.any():
+                ax.imshow(
+                    np.ma.masked_where(~mask, mask), cmap=_solid(colour), interpolation="nearest"
+                )
+                ax.contour(mask, levels=[0.5], colors=colour, linewidths=1.5)
+        n_lesions = len(np.unique(vol.lesion_labels[k])) - 1
+        ax.set_title(
+            f"{what}: slice {k + 1}, z = {vol.slice_z_mm[k]:.1f} mm"
+            + (f"\n{n_lesions} coronary lesion(s)" if n_lesions else "\n"),
+            fontsize=9,
+        )
+    handles = [
+        Line2D([], [], color="red", label="heart mask"),
+        Patch(color="yellow", label="coronary lesion"),
+        Patch(color="cyan", label="non-coronary calcium"),
+    ]
+    fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False, fontsize=9)
+    fig.suptitle(f"{patient.patient_id}: truth maps on the image", fontsize=10)
+    fig.tight_layout(rect=(0, 0.06, 1, 0.93))  # room for legend and title
+    _save(fig, DOCS_DIR / "synthetic_truth.png")
+
+
+def _show_slice(ax, hu: np.ndarray) -> None:
+    low = WINDOW_CENTER_HU - WINDOW_WIDTH_HU / 2.0
+    ax.imshow(hu, cmap="gray", vmin=low, vmax=low + WINDOW_WIDTH_HU, interpolation="antialiased")
+    ax.set_axis_off()
+
+
+def _solid(colour: str):
+    return matplotlib.colors.ListedColormap([colour])
+
+
+def _save(fig, path: Path) -> None:
+    partial = path.with_name(path.stem + ".part" + path.suffix)  # keeps the .png suffix
+    fig.savefig(partial, dpi=DPI)
+    plt.close(fig)
+    os.replace(partial, path)
+    print(f"wrote {path.relative_to(REPO_ROOT)} ({path.stat().st_size // 1024} KB)")
+
+
+def main() -> None:
     make_rulegraph()
+    patient = first_patient_with_coronary_calcium(FIGURE_SETTINGS)
+    make_montage(patient)
+    make_truth_overlay(patient)
+
+
+if __name__ == "__main__":
+    main()

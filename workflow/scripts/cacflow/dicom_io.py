@@ -9,14 +9,16 @@ job never leaves a half-written slice.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
 RESCALE_INTERCEPT = -1024.0
 
@@ -40,15 +42,26 @@ class SeriesIdentity:
     extra: dict[str, str] = field(default_factory=dict)
 
 
-def series_uids(entropy: tuple[str, ...]) -> dict[str, str]:
-    def uid(kind: str) -> str:
-        return str(generate_uid(prefix=None, entropy_srcs=[*entropy, kind]))
+def derived_uid(*entropy: str) -> str:
+    """A UUID-derived UID (2.25.<uuid>, PS3.5 B.2) whose UUID is a hash of `entropy`.
 
-    return {"study": uid("study"), "series": uid("series"), "frame": uid("frame-of-reference")}
+    pydicom's generate_uid(prefix=None) ignores its entropy and is random; the cohort must
+    be byte-identical for a given seed, so the UUID is derived here.
+    """
+    digest = hashlib.sha256("\x1f".join(entropy).encode()).digest()
+    return f"2.25.{uuid.UUID(bytes=digest[:16], version=4).int}"
+
+
+def series_uids(entropy: tuple[str, ...]) -> dict[str, str]:
+    return {
+        "study": derived_uid(*entropy, "study"),
+        "series": derived_uid(*entropy, "series"),
+        "frame": derived_uid(*entropy, "frame-of-reference"),
+    }
 
 
 def sop_instance_uid(entropy: tuple[str, ...], instance_number: int) -> str:
-    return str(generate_uid(prefix=None, entropy_srcs=[*entropy, "sop", str(instance_number)]))
+    return derived_uid(*entropy, "sop", str(instance_number))
 
 
 def write_ct_series(
@@ -87,7 +100,7 @@ def write_ct_series(
 
 def _ds(value: float) -> str:
     """A decimal string of at most 16 characters (DICOM DS)."""
-    return f"{value:.6g}"
+    return f"{value:.10g}"
 
 
 def _series_template(

@@ -953,24 +953,24 @@ def sample_anatomy(rng: np.random.Generator) -> Anatomy:
         [
             Capsules.from_polyline(np.array([rvot, bifurcation]), pa_radius),
             Capsules.from_polyline(
-                np.array([bifurcation, bifurcation + [45, 25, -4]]), pa_radius * 0.75
+                np.array([bifurcation, bifurcation + np.array([45, 25, -4])]), pa_radius * 0.75
             ),
             Capsules.from_polyline(
-                np.array([bifurcation, bifurcation + [-70, 20, -6]]), pa_radius * 0.8
+                np.array([bifurcation, bifurcation + np.array([-70, 20, -6])]), pa_radius * 0.8
             ),
         ]
     )
     svc_base = valve + np.array([-30.0, 5.0, -5.0])
-    svc = Capsules.from_polyline(np.array([svc_base, svc_base + [0, 0, 120]]), rng.uniform(8, 11))
+    svc = Capsules.from_polyline(np.array([svc_base, svc_base + np.array([0, 0, 120])]), rng.uniform(8, 11))
     esophagus = Capsules.from_polyline(
         np.array([[6.0, la_back + 7, z_bottom_anatomy], [2.0, la_back + 7, z_top_anatomy]]), 7.0
     )
     carina = np.array([-2.0, la_back + 2.0, bifurcation[2] + 15])
     airways = Capsules.concat(
         [
-            Capsules.from_polyline(np.array([carina, carina + [0, -5, 60]]), 9.0),
-            Capsules.from_polyline(np.array([carina, carina + [-40, 6, -22]]), 7.0),
-            Capsules.from_polyline(np.array([carina, carina + [45, 8, -35]]), 6.5),
+            Capsules.from_polyline(np.array([carina, carina + np.array([0, -5, 60])]), 9.0),
+            Capsules.from_polyline(np.array([carina, carina + np.array([-40, 6, -22])]), 7.0),
+            Capsules.from_polyline(np.array([carina, carina + np.array([45, 8, -35])]), 6.5),
         ]
     )
 
@@ -1093,7 +1093,7 @@ def _noncoronary_calcifications(
         for _ in range(rng.integers(1, 4)):
             angle = rng.uniform(0, 2 * np.pi)
             centre = valve + 0.55 * root_radius * np.array([np.cos(angle), np.sin(angle), 0.0])
-            shape = Ellipsoid(centre + [0, 0, 3], np.eye(3), rng.uniform(1.0, 2.5, size=3))
+            shape = Ellipsoid(centre + np.array([0, 0, 3]), np.eye(3), rng.uniform(1.0, 2.5, size=3))
             found.append(Calcification(shape, rng.uniform(300, 1200), "", "aortic_valve"))
     # Mitral annulus: an arc of lumps between left atrium and left ventricle, posteriorly.
     if rng.random() < 0.05 + 0.10 * has_cac:
@@ -1137,14 +1137,15 @@ def sample_acquisition(
         * float(np.clip(np.exp(0.0095 * (diameter - 300.0)), 0.6, 1.6))
     )
     origin = -(size - 1) / 2.0 * spacing
+    # Values as a scanner writes them (DICOM decimal strings), so files and truth agree.
     return Acquisition(
         size=size,
-        pixel_spacing_mm=float(spacing),
+        pixel_spacing_mm=round(float(spacing), 6),
         slice_thickness_mm=thickness,
         n_slices=n_slices,
-        z_top_mm=float(z_top),
-        origin_x_mm=float(centre_x + origin),
-        origin_y_mm=float(centre_y + origin),
+        z_top_mm=round(float(z_top), 2),
+        origin_x_mm=round(float(centre_x + origin), 2),
+        origin_y_mm=round(float(centre_y + origin), 2),
         noise_sd_hu=float(noise),
         noise_model=noise_model,
         planes_per_slice=3 if size >= 256 else 2,

@@ -1,0 +1,196 @@
+"""How fast the synthetic cohort is made, on one core, against 20 slices/s.
+
+Stages, timed in one run on the same patients (512 x 512, default Gaussian noise):
+
+- render: `simulate_patient` (phantom sampling and rendering, in memory);
+- write: `synth_cohort(jobs=1)`, the whole per-patient output (rendering again, DICOM
+  series, truth .npz, label and truth tables);
+- read: reading the written series back with pydicom (`dcmread` + `pixel_array`), to set
+  the writer against the cost of simply loading the same slices;
+- radon: the `radon` noise model (sinogram noise, filtered back-projection) on a few
+  slices of one patient.
+
+    .venv/bin/python benchmarks/synth_speed.py [--patients 4] [--record]
+
+`--record` appends the table to docs/benchmarks.md.
+"""
+
+import os
+
+# One core: BLAS/OpenMP pools size themselves when numpy is first imported.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"
+
+import argparse
+import datetime
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pydicom
+
+from cacflow.synth import SynthSettings, patient_ids, simulate_patient, synth_cohort
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS_MD = REPO_ROOT / "docs" / "benchmarks.md"
+TARGET_SLICES_PER_S = 20.0
+RADON_SLICES = [0, 1, 2]
+
+
+def time_render(ids: list[str], settings: SynthSettings) -> tuple[int, float]:
+    start = time.perf_counter()
+    n_slices = sum(simulate_patient(pid, settings).acquisition.n_slices for pid in ids)
+    return n_slices, time.perf_counter() - start
+
+
+def time_write(out_dir: Path, n_patients: int, settings: SynthSettings) -> tuple[int, float]:
+    with open(os.devnull, "w") as quiet:
+        start = time.perf_counter()
+        rows = synth_cohort(out_dir, n_patients, settings, jobs=1, log=quiet)
+        seconds = time.perf_counter() - start
+    return sum(int(row["n_slices"]) for row in rows), seconds
+
+
+def time_read(dicom_dir: Path) -> tuple[int, float]:
+    paths = sorted(dicom_dir.glob("*/*.dcm"))
+    start = time.perf_counter()
+    for path in paths:
+        _ = pydicom.dcmread(path).pixel_array  # decoding the pixels is part of reading
+    return len(paths), time.perf_counter() - start
+
+
+def time_radon(patient_id: str, settings: SynthSettings) -> tuple[int, float]:
+    start = time.perf_counter()
+    patient = simulate_patient(patient_id, settings, slices=RADON_SLICES)
+    return len(patient.volume.hu), time.perf_counter() - start
+
+
+def markdown_table(results: list[tuple[str, int, float]]) -> str:
+    lines = [
+        "| stage | slices | seconds | slices/s | ratio to 20 slices/s |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for stage, n_slices, seconds in results:
+        rate = n_slices / seconds
+        lines.append(
+            f"| {stage} | {n_slices} | {seconds:.2f} | {rate:.{1 if rate >= 10 else 2}f} | "
+            f"{rate / TARGET_SLICES_PER_S:.{2 if rate >= 1 else 3}f} |"
+        )
+    return "\n".join(lines)
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def git_revision() -> str:
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return rev + (" (uncommitted changes)" if dirty else "")
+
+
+def command_line() -> str:
+    python = Path(sys.executable)
+    try:
+        python = python.relative_to(REPO_ROOT)
+    except ValueError:
+        pass
+    script = Path(sys.argv[0]).resolve()
+    try:
+        script = script.relative_to(REPO_ROOT)
+    except ValueError:
+        pass
+    return shlex.join([str(python), str(script), *sys.argv[1:]])
+
+
+def record(table: str, n_patients: int) -> None:
+    """Append a dated section to docs/benchmarks.md (written whole, then renamed)."""
+    now = datetime.datetime.now().astimezone()
+    usable_cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    section = "\n".join(
+        [
+            "",
+            f"## synth_speed: {now:%Y-%m-%d %H:%M %Z}",
+            "",
+            f"- machine: {cpu_model()}, {os.cpu_count()} cores"
+            + (f" ({usable_cores} usable)" if usable_cores else "")
+            + "; the benchmark itself uses one",
+            f"- command: `{command_line()}`",
+            f"- revision: {git_revision()}",
+            (
+                f"- {n_patients} patients, 512 px, Gaussian noise; radon: "
+                f"{len(RADON_SLICES)} slices of {patient_ids(1)[0]}"
+            ),
+            "",
+            table,
+            "",
+        ]
+    )
+    existing = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else "# Benchmarks\n"
+    partial = BENCHMARKS_MD.with_name(BENCHMARKS_MD.name + ".part")
+    partial.write_text(existing.rstrip("\n") + "\n" + section)
+    os.replace(partial, BENCHMARKS_MD)
+    print(f"appended to {BENCHMARKS_MD.relative_to(REPO_ROOT)}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--patients", type=int, default=4, help="patients per stage (default 4)")
+    parser.add_argument("--record", action="store_true", help="append to docs/benchmarks.md")
+    args = parser.parse_args(argv)
+    if args.patients < 1:
+        parser.error("--patients must be at least 1")
+
+    settings = SynthSettings(size=512)
+    ids = patient_ids(args.patients)
+    simulate_patient(ids[0], settings, slices=[0])  # warm-up: imports and first-call costs
+
+    results = []
+    results.append(("render (simulate_patient)", *time_render(ids, settings)))
+    with tempfile.TemporaryDirectory(prefix="cacflow-bench-") as tmp:
+        out_dir = Path(tmp)
+        results.append(
+            ("write (synth_cohort, jobs=1)", *time_write(out_dir, args.patients, settings))
+        )
+        results.append(("read back (pydicom dcmread + pixel_array)", *time_read(out_dir / "dicom")))
+    radon = SynthSettings(size=512, noise_model="radon")
+    results.append(("render, radon noise model", *time_radon(ids[0], radon)))
+
+    table = markdown_table(results)
+    (_, written, write_s), (_, read, read_s) = results[1], results[2]
+    table += (
+        f"\n\nWriting a slice costs {(write_s / written) / (read_s / read):.0f}x reading it back."
+    )
+    print(table)
+    if args.record:
+        record(table, args.patients)
+
+
+if __name__ == "__main__":
+    main()
