@@ -26,6 +26,7 @@ phantom is, not what a detector would find.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -301,9 +302,19 @@ def render_plane(anatomy: Anatomy, grid: Grid, z: float, static: StaticMaps) -> 
 
     # Mediastinum: fat between sternum and spine, wrapping the heart and great vessels.
     mediastinum = np.zeros_like(cavity)
-    # Anterior mediastinal fat between the sternum and the front of the heart.
-    strip = (np.abs(x - 0.25 * a.pericardium.center[0]) < 13.0) & (y < a.pericardium.center[1])
-    mediastinum |= strip & lung_region
+    # Mediastinal fat from the sternum to the spine, separating the lungs: an anterior
+    # lobe in front of the heart and a posterior one round oesophagus and aorta.
+    sternum_y = a.body_center_y - a.body_semi_axes[1]
+    spine_y = a.spine_center[1]
+    heart_y = a.pericardium.center[1]
+    for cx, y0, y1, half_width in (
+        (0.25 * a.pericardium.center[0], sternum_y, heart_y, 15.0),
+        (6.0, heart_y, spine_y, 20.0),
+    ):
+        cy, semi_y = 0.5 * (y0 + y1), 0.5 * abs(y1 - y0) + 10.0
+        mediastinum |= (((x - cx) / half_width) ** 2 + ((y - cy) / semi_y) ** 2 <= 1.0) & (
+            lung_region
+        )
     _mark_ellipsoid(mediastinum, grid, a.pericardium.scaled(4.0), z)
     _mark_ellipsoid(mediastinum, grid, a.left_atrium.scaled(4.0), z)
     for vessels in (
@@ -642,6 +653,17 @@ def _reconstruct(
     return image
 
 
+@functools.lru_cache(maxsize=8)
+def _fbp_unit_noise_sd(size: int, n_angles: int) -> float:
+    """SD at the centre of an FBP image of unit white sinogram noise (fixed seed)."""
+    from skimage.transform import iradon
+
+    theta = np.linspace(0.0, 180.0, n_angles, endpoint=False)
+    reference = np.random.default_rng(0).standard_normal((size, n_angles))  # circle=True
+    unit = iradon(reference, theta=theta, circle=True, filter_name="shepp-logan")
+    return float(np.std(unit[size // 4 : 3 * size // 4, size // 4 : 3 * size // 4]))
+
+
 def _radon_reconstruct(
     image: np.ndarray, acq: Acquisition, sigma_px: float, rng: np.random.Generator
 ) -> np.ndarray:
@@ -664,10 +686,7 @@ def _radon_reconstruct(
     sinogram = radon(mu, theta=theta, circle=True)
     # Quantum noise: var(line integral) = 1 / N0 exp(-p); N0 chosen from a reference
     # reconstruction of unit noise, so the scale is measured, not guessed.
-    reference = rng.standard_normal(sinogram.shape)
-    unit = iradon(reference, theta=theta, circle=True, filter_name="shepp-logan")
-    unit_sd_hu = float(np.std(unit[size // 4 : 3 * size // 4, size // 4 : 3 * size // 4]))
-    unit_sd_hu *= 1000.0 / mu_water_per_px
+    unit_sd_hu = _fbp_unit_noise_sd(size, n_angles) * 1000.0 / mu_water_per_px
     path_ref = 300.0 / acq.pixel_spacing_mm * mu_water_per_px
     sd_centre = acq.noise_sd_hu / unit_sd_hu  # SD of line-integral noise at the reference path
     sd = sd_centre * np.exp(0.5 * (sinogram - path_ref))
@@ -961,7 +980,9 @@ def sample_anatomy(rng: np.random.Generator) -> Anatomy:
         ]
     )
     svc_base = valve + np.array([-30.0, 5.0, -5.0])
-    svc = Capsules.from_polyline(np.array([svc_base, svc_base + np.array([0, 0, 120])]), rng.uniform(8, 11))
+    svc = Capsules.from_polyline(
+        np.array([svc_base, svc_base + np.array([0, 0, 120])]), rng.uniform(8, 11)
+    )
     esophagus = Capsules.from_polyline(
         np.array([[6.0, la_back + 7, z_bottom_anatomy], [2.0, la_back + 7, z_top_anatomy]]), 7.0
     )
@@ -1007,7 +1028,7 @@ def sample_anatomy(rng: np.random.Generator) -> Anatomy:
     dome_l = (
         centre[0] + 20,
         centre[1] + 30,
-        heart_bottom - rng.uniform(0, 15),
+        heart_bottom + rng.uniform(0, 12),  # the heart rests on the diaphragm
         rng.uniform(90, 120),
     )
     stomach = None
@@ -1093,7 +1114,9 @@ def _noncoronary_calcifications(
         for _ in range(rng.integers(1, 4)):
             angle = rng.uniform(0, 2 * np.pi)
             centre = valve + 0.55 * root_radius * np.array([np.cos(angle), np.sin(angle), 0.0])
-            shape = Ellipsoid(centre + np.array([0, 0, 3]), np.eye(3), rng.uniform(1.0, 2.5, size=3))
+            shape = Ellipsoid(
+                centre + np.array([0, 0, 3]), np.eye(3), rng.uniform(1.0, 2.5, size=3)
+            )
             found.append(Calcification(shape, rng.uniform(300, 1200), "", "aortic_valve"))
     # Mitral annulus: an arc of lumps between left atrium and left ventricle, posteriorly.
     if rng.random() < 0.05 + 0.10 * has_cac:
