@@ -234,16 +234,19 @@ def ellipsoid_value(grid: Grid, shape: Ellipsoid, z: float, window=None):
     if window is None:
         return None
     index, x, y = window
-    m = shape.quadric
     dx, dy = x - shape.center[0], y - shape.center[1]
-    q = (
+    return index, quadric_form(shape.quadric, dx, dy, dz)
+
+
+def quadric_form(m: np.ndarray, dx, dy, dz: float):
+    """(d^T M d) for offsets d = (dx, dy, dz) from an ellipsoid's centre: <= 1 inside."""
+    return (
         m[0, 0] * dx * dx
         + 2 * m[0, 1] * dx * dy
         + m[1, 1] * dy * dy
         + 2 * (m[0, 2] * dx + m[1, 2] * dy) * dz
         + m[2, 2] * dz * dz
     )
-    return index, q
 
 
 def paint_capsules(
@@ -492,14 +495,7 @@ def calcification_occupancy(
             dy = y + oy * grid.spacing - shape.center[1]
             for ox in offsets:
                 dx = x + ox * grid.spacing - shape.center[0]
-                q = (
-                    m[0, 0] * dx * dx
-                    + 2 * m[0, 1] * dx * dy
-                    + m[1, 1] * dy * dy
-                    + 2 * (m[0, 2] * dx + m[1, 2] * dy) * dz
-                    + m[2, 2] * dz * dz
-                )
-                occupancy += q <= 1.0
+                occupancy += quadric_form(m, dx, dy, dz) <= 1.0
     occupancy /= n_planes * sub * sub
     if not occupancy.any():
         return None
