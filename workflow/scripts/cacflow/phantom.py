@@ -256,10 +256,9 @@ def paint_capsules(
     z: float,
     hu: float,
     where: np.ndarray | None = None,
-    extra_mm: float = 0.0,
 ) -> None:
     for index, dist, radius in capsule_distances(grid, capsules, z):
-        inside = dist <= radius + extra_mm
+        inside = dist <= radius
         if where is not None:
             inside &= where[index]
         image[index][inside] = hu
@@ -1182,9 +1181,7 @@ class Volume:
     slice_z_mm: np.ndarray
 
 
-def render_volume(
-    anatomy: Anatomy, acq: Acquisition, slice_rng, slices=None, progress=None
-) -> Volume:
+def render_volume(anatomy: Anatomy, acq: Acquisition, slice_rng, slices=None) -> Volume:
     """The slices of the series (all, or the indices in `slices`) with their truth maps.
 
     `slice_rng(k)` gives the random generator of slice k, so a slice renders the same
@@ -1207,8 +1204,6 @@ def render_volume(
         heart[n] = truth.heart_mask
         labels[n] = truth.lesion_labels
         noncoronary[n] = truth.noncoronary_calcium
-        if progress is not None:
-            progress(n + 1, len(indices))
     artery = np.array([""] + [c.artery for c in anatomy.calcifications], dtype="<U3")
     kind = np.array([""] + [c.kind for c in anatomy.calcifications], dtype="<U16")
     return Volume(hu, heart, labels, artery, kind, noncoronary, z_values)
