@@ -590,8 +590,9 @@ def render_slice(
         region = image[index]
         region += occupancy * (calc.density_hu - region)
         # Where the blurred calcium raises the image by >= 20 HU, the pixel is the lesion's.
-        contribution = _blur_patch(occupancy * (calc.density_hu - SOFT_TISSUE), sigma_px)
-        c_index, contribution = contribution_window(index, contribution, image.shape)
+        c_index, contribution = blurred_patch(
+            index, occupancy * (calc.density_hu - SOFT_TISSUE), sigma_px, image.shape
+        )
         inside = contribution >= LESION_LABEL_MIN_HU
         if calc.kind == "coronary":
             stronger = inside & (contribution > lesion_contribution[c_index])
@@ -605,24 +606,19 @@ def render_slice(
     return SliceTruth(image, heart_mask, lesion_labels, noncoronary)
 
 
-def _blur_patch(patch: np.ndarray, sigma_px: float) -> np.ndarray:
+def blurred_patch(index, patch: np.ndarray, sigma_px: float, shape):
+    """Blur a patch with the PSF, letting it spread past its window; (window, patch) clipped
+    to the image."""
     pad = int(np.ceil(3 * sigma_px)) + 1
-    padded = np.pad(patch, pad)
+    blurred = np.pad(patch, pad)
     if sigma_px > 0.05:
-        padded = ndimage.gaussian_filter(padded, sigma_px, mode="constant")
-    return padded, pad
-
-
-def contribution_window(index, blurred_and_pad, shape):
-    """Clip a padded, blurred patch back onto the image grid."""
-    blurred, pad = blurred_and_pad
+        blurred = ndimage.gaussian_filter(blurred, sigma_px, mode="constant")
     rows, cols = index
     r0, c0 = rows.start - pad, cols.start - pad
-    r1, c1 = r0 + blurred.shape[0], c0 + blurred.shape[1]
     rr0, cc0 = max(r0, 0), max(c0, 0)
-    rr1, cc1 = min(r1, shape[0]), min(c1, shape[1])
-    patch = blurred[rr0 - r0 : rr1 - r0, cc0 - c0 : cc1 - c0]
-    return (slice(rr0, rr1), slice(cc0, cc1)), patch
+    rr1 = min(r0 + blurred.shape[0], shape[0])
+    cc1 = min(c0 + blurred.shape[1], shape[1])
+    return (slice(rr0, rr1), slice(cc0, cc1)), blurred[rr0 - r0 : rr1 - r0, cc0 - c0 : cc1 - c0]
 
 
 def kernel_noise_sd(sigma_px: float) -> float:
