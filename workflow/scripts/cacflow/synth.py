@@ -21,7 +21,6 @@ score, noise and partial volume included.
 
 from __future__ import annotations
 
-import csv
 import os
 import sys
 import zipfile
@@ -35,6 +34,7 @@ import numpy as np
 from . import phantom
 from .agatston import agatston_score, cac_class
 from .dicom_io import SeriesGeometry, SeriesIdentity, write_ct_series
+from .tables import read_tsv, write_tsv
 
 LABEL_COLUMNS = ("patient_id", "instance_number", "sop_instance_uid", "calcium", "cac_class")
 PATIENT_COLUMNS = (
@@ -312,24 +312,6 @@ def _identity(patient_id: str, settings: SynthSettings) -> SeriesIdentity:
 
 # ---------------------------------------------------------------------------------------
 # Tables
-
-
-def write_tsv(path: Path, rows: list[dict], columns: Iterable[str]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".part")
-    with open(partial, "w", newline="") as handle:
-        writer = csv.DictWriter(
-            handle, fieldnames=list(columns), delimiter="\t", lineterminator="\n"
-        )
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(partial, path)
-
-
-def read_tsv(path: Path) -> list[dict]:
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle, delimiter="\t"))
 
 
 def merge_tables(

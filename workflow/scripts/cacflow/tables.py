@@ -1,0 +1,43 @@
+"""Tab-separated tables, the workflow's exchange format: written atomically (a temporary
+name, then rename), read as strings, merged in a stable order."""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+
+def write_tsv(path: Path, rows: list[dict], columns: Iterable[str]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".part")
+    with open(partial, "w", newline="") as handle:
+        writer = csv.DictWriter(
+            handle, fieldnames=list(columns), delimiter="\t", lineterminator="\n"
+        )
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(partial, path)
+
+
+def read_tsv(path: Path) -> list[dict]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle, delimiter="\t"))
+
+
+def tsv_columns(path: Path) -> list[str]:
+    with open(path, newline="") as handle:
+        return next(csv.reader(handle, delimiter="\t"), [])
+
+
+def merge_tsv(paths: Iterable[Path], out_path: Path, columns: Iterable[str] | None = None) -> int:
+    """Concatenate tables with the same columns (those of the first, unless given), in the
+    order of the sorted paths; return the number of rows."""
+    paths = sorted(map(Path, paths), key=str)
+    if columns is None:
+        columns = tsv_columns(paths[0]) if paths else []
+    rows = [row for path in paths for row in read_tsv(path)]
+    write_tsv(out_path, rows, columns)
+    return len(rows)
