@@ -155,6 +155,10 @@ class IdentifiableDataError(IngestError):
     kind = "identifiable"
 
 
+class MissingLabelsError(IngestError):
+    kind = "labels"
+
+
 # Settings and results -------------------------------------------------------------------
 @dataclass(frozen=True)
 class IngestSettings:
@@ -224,6 +228,14 @@ class StudyReport:
     @property
     def accepted(self) -> bool:
         return self.ct is not None
+
+
+def refuse(report: StudyReport, error: IngestError) -> StudyReport:
+    """The report of an accepted study turned into a refusal (e.g. no labels for it)."""
+    for row in report.series:
+        if row.status == "accepted":
+            row.status, row.reason, row.kind = "refused", error.reason, error.kind
+    return StudyReport(report.patient_id, report.series, None, error)
 
 
 # Pseudonyms -----------------------------------------------------------------------------
@@ -328,15 +340,12 @@ def read_study(
     try:
         ct = _read_study(study_dir, patient_id, settings, pseudonyms, series)
     except IngestError as error:
-        if not any(s.status == "refused" for s in series):
-            series.append(SeriesSummary("", "", 0))
-            refused = series[-1]
-        else:
-            refused = next(s for s in series if s.status == "refused")
+        # The series being checked when the error came, or a row for the whole folder.
+        refused = next((s for s in series if s.status == "accepted"), None)
+        if refused is None:
+            refused = SeriesSummary("", "", 0)
+            series.append(refused)
         refused.status, refused.reason, refused.kind = "refused", error.reason, error.kind
-        for other in series:
-            if other is not refused and other.status == "accepted":
-                other.status = "ignored"
         return StudyReport(patient_id, series, None, error)
     return StudyReport(patient_id, series, ct, None)
 
