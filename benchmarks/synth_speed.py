@@ -22,21 +22,15 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"
 
 import argparse
-import datetime
-import platform
-import shlex
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pydicom
+from _common import append_section
 
 from cacflow.synth import SynthSettings, patient_ids, simulate_patient, synth_cohort
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-BENCHMARKS_MD = REPO_ROOT / "docs" / "benchmarks.md"
 TARGET_SLICES_PER_S = 20.0
 RADON_SLICES = [0, 1, 2]
 
@@ -83,73 +77,12 @@ def markdown_table(results: list[tuple[str, int, float]]) -> str:
     return "\n".join(lines)
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def git_revision() -> str:
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-
-    try:
-        rev = git("rev-parse", "--short", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return rev + (" (uncommitted changes)" if dirty else "")
-
-
-def command_line() -> str:
-    python = Path(sys.executable)
-    try:
-        python = python.relative_to(REPO_ROOT)
-    except ValueError:
-        pass
-    script = Path(sys.argv[0]).resolve()
-    try:
-        script = script.relative_to(REPO_ROOT)
-    except ValueError:
-        pass
-    return shlex.join([str(python), str(script), *sys.argv[1:]])
-
-
 def record(table: str, n_patients: int) -> None:
-    """Append a dated section to docs/benchmarks.md (written whole, then renamed)."""
-    now = datetime.datetime.now().astimezone()
-    usable_cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    section = "\n".join(
-        [
-            "",
-            f"## synth_speed: {now:%Y-%m-%d %H:%M %Z}",
-            "",
-            f"- machine: {cpu_model()}, {os.cpu_count()} cores"
-            + (f" ({usable_cores} usable)" if usable_cores else "")
-            + "; the benchmark itself uses one",
-            f"- command: `{command_line()}`",
-            f"- revision: {git_revision()}",
-            (
-                f"- {n_patients} patients, 512 px, Gaussian noise; radon: "
-                f"{len(RADON_SLICES)} slices of {patient_ids(1)[0]}"
-            ),
-            "",
-            table,
-            "",
-        ]
+    details = (
+        f"{n_patients} patients, 512 px, Gaussian noise; radon: "
+        f"{len(RADON_SLICES)} slices of {patient_ids(1)[0]}"
     )
-    existing = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else "# Benchmarks\n"
-    partial = BENCHMARKS_MD.with_name(BENCHMARKS_MD.name + ".part")
-    partial.write_text(existing.rstrip("\n") + "\n" + section)
-    os.replace(partial, BENCHMARKS_MD)
-    print(f"appended to {BENCHMARKS_MD.relative_to(REPO_ROOT)}", file=sys.stderr)
+    append_section("synth_speed", details, table)
 
 
 def main(argv: list[str] | None = None) -> None:

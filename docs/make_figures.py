@@ -5,11 +5,14 @@ Run from anywhere with the project's Python (`make docs`); needs Graphviz `dot` 
 - docs/rulegraph.svg, .png: the rules of the default run (Snakemake's rule graph).
 - docs/synthetic_montage.png: twelve slices of one synthetic patient, top to bottom.
 - docs/synthetic_truth.png: three slices of that patient with its truth maps overlaid.
+- docs/segmentation.png: the heart segmentation (K-means + morphology) beside the truth.
+- docs/datasets.png: one slice as the three datasets (original, segmented, 3x3 cropped).
 """
 
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -20,8 +23,17 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from PIL import Image
 
-from cacflow.synth import SimulatedPatient, SynthSettings, patient_ids, simulate_patient
+from cacflow.datasets import DatasetSettings, SliceLabel, build_patient_datasets
+from cacflow.segmentation import segment_heart, segmentation_scores
+from cacflow.synth import (
+    SimulatedPatient,
+    SynthSettings,
+    patient_ids,
+    simulate_patient,
+    truth_summary,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DOCS_DIR = REPO_ROOT / "docs"
@@ -139,6 +151,90 @@ def make_truth_overlay(patient: SimulatedPatient | None = None) -> None:
     _save(fig, DOCS_DIR / "synthetic_truth.png")
 
 
+def make_segmentation_figure(patient: SimulatedPatient, heart_mask: np.ndarray) -> None:
+    """docs/segmentation.png: predicted and true heart masks from the top to below the heart."""
+    vol, acq = patient.volume, patient.acquisition
+    heart = np.flatnonzero(vol.heart_mask.any(axis=(1, 2)))
+    picks = [heart[0], *np.linspace(heart[0], heart[-1], 5)[1:-1].round().astype(int)]
+    picks += [heart[-1], min(heart[-1] + 3, acq.n_slices - 1)]
+    fig, axes = plt.subplots(2, 3, figsize=(11, 9.2))
+    for ax, k in zip(axes.flat, picks, strict=True):
+        _show_slice(ax, vol.hu[k])
+        for mask, colour in ((vol.heart_mask[k], "red"), (heart_mask[k], "lime")):
+            if mask.any():
+                ax.contour(mask, levels=[0.5], colors=colour, linewidths=1.2)
+        true, pred = vol.heart_mask[k], heart_mask[k]
+        dice = 2 * (true & pred).sum() / max(true.sum() + pred.sum(), 1)
+        what = (
+            f"Dice {dice:.3f}"
+            if true.any()
+            else "no heart: " + ("mask empty" if not pred.any() else f"{pred.sum()} px masked")
+        )
+        ax.set_title(f"slice {k + 1}: {what}", fontsize=9)
+    scores = segmentation_scores(
+        heart_mask, vol.heart_mask, vol.hu, vol.lesion_labels, vol.lesion_kind,
+        acq.pixel_spacing_mm,
+    )  # fmt: skip
+    handles = [Line2D([], [], color="red", label="truth"), Line2D([], [], color="lime",
+               label="segmentation")]  # fmt: skip
+    fig.legend(handles=handles, loc="lower center", ncol=2, frameon=False, fontsize=9)
+    fig.suptitle(
+        f"{patient.patient_id}: heart segmentation; mean Dice on heart slices "
+        f"{scores['dice_heart_slices']:.3f}, coronary lesions inside "
+        f"{scores['n_lesions_inside']}/{scores['n_lesions']}",
+        fontsize=10,
+    )
+    fig.tight_layout(rect=(0, 0.04, 1, 0.95))
+    _save(fig, DOCS_DIR / "segmentation.png")
+
+
+def make_datasets_figure(patient: SimulatedPatient, heart_mask: np.ndarray) -> None:
+    """docs/datasets.png: a calcium slice as the original, segmented and cropped images."""
+    vol, acq = patient.volume, patient.acquisition
+    _, calcium = truth_summary(patient)
+    k = truth_slices(patient)[1][1]
+    instances = np.arange(1, acq.n_slices + 1)
+    labels = {int(n): SliceLabel(bool(c)) for n, c in zip(instances, calcium, strict=True)}
+    coronary = np.array([kind == "coronary" for kind in vol.lesion_kind])[vol.lesion_labels]
+    with tempfile.TemporaryDirectory() as tmp:
+        result = build_patient_datasets(
+            Path(tmp), patient.patient_id, vol.hu[k : k + 1], heart_mask[k : k + 1],
+            instances[k : k + 1], acq.pixel_spacing_mm, acq.slice_thickness_mm,
+            labels, coronary[k : k + 1], DatasetSettings(),
+        )  # fmt: skip
+        images = {
+            name: [(row, np.asarray(Image.open(Path(tmp) / name / row["path"])))
+                   for row in result.rows[name]]
+            for name in ("original", "segmented", "cropped")
+        }  # fmt: skip
+    fig = plt.figure(figsize=(13, 4.6))
+    grid = fig.add_gridspec(3, 5, width_ratios=[3, 3, 1, 1, 1])
+    for column, name in enumerate(("original", "segmented")):
+        ax = fig.add_subplot(grid[:, column])
+        row, image = images[name][0]
+        ax.imshow(image, cmap="gray", vmin=0, vmax=255)
+        ax.set_title(f"{name} ({image.shape[1]} px): {row['label']}", fontsize=9)
+        ax.set_axis_off()
+    for n, (row, image) in enumerate(images["cropped"]):
+        ax = fig.add_subplot(grid[n // 3, 2 + n % 3])
+        ax.imshow(image, cmap="gray", vmin=0, vmax=255)
+        positive = row["label"] == "calcium"
+        ax.set_title(f"tile {row['tile']}" + (f": {row['cac_class']}" if positive else ""),
+                     fontsize=8, color="red" if positive else "black")  # fmt: skip
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set_color("red" if positive else "grey")
+            spine.set_linewidth(2.5 if positive else 0.5)
+    fig.suptitle(
+        f"{patient.patient_id} slice {k + 1}: the paper's three datasets (window "
+        f"-250..550 HU); calcium tiles framed red",
+        fontsize=10,
+    )
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    _save(fig, DOCS_DIR / "datasets.png")
+
+
 def _show_slice(ax, hu: np.ndarray) -> None:
     low = WINDOW_CENTER_HU - WINDOW_WIDTH_HU / 2.0
     ax.imshow(hu, cmap="gray", vmin=low, vmax=low + WINDOW_WIDTH_HU, interpolation="antialiased")
@@ -162,6 +258,10 @@ def main() -> None:
     patient = first_patient_with_coronary_calcium(FIGURE_SETTINGS)
     make_montage(patient)
     make_truth_overlay(patient)
+    acq = patient.acquisition
+    heart_mask = segment_heart(patient.volume.hu, acq.pixel_spacing_mm, acq.slice_thickness_mm)
+    make_segmentation_figure(patient, heart_mask)
+    make_datasets_figure(patient, heart_mask)
 
 
 if __name__ == "__main__":

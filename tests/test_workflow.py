@@ -3,10 +3,12 @@ of the tiny synthetic cohort."""
 
 import subprocess
 
+import numpy as np
 import pandas as pd
 import pydicom
 import pytest
 import yaml
+from PIL import Image
 from snakemake.utils import validate
 
 TINY_PATIENTS = ["SYN0001", "SYN0002", "SYN0003", "SYN0004"]
@@ -75,9 +77,18 @@ def test_bad_config_value_is_named(tmp_path, run_snakemake, synthetic, key):
     assert key in proc.stdout + proc.stderr
 
 
+PER_PATIENT = ("synth_patient", "ingest_patient", "segment_patient", "datasets_patient")
+MERGED = {"synth_tables": 1, "qc_series": 1, "qc_segmentation": 1, "qc_datasets": 1}
+
+
 def test_dry_run_plans_one_job_per_patient(tmp_path, run_snakemake):
     proc = run_snakemake(tmp_path, "--dry-run")
-    assert planned_jobs(proc) == {"synth_patient": 4, "synth_tables": 1, "all": 1}
+    assert planned_jobs(proc) == {
+        **dict.fromkeys(PER_PATIENT, 4),
+        **MERGED,
+        "dataset_manifest": 3,
+        "all": 1,
+    }
 
 
 @pytest.mark.slow
@@ -94,10 +105,43 @@ def test_tiny_synthetic_cohort_end_to_end(tmp_path, run_snakemake):
         assert slices, f"no DICOM files for {patient}"
         pydicom.dcmread(slices[0])
 
+    results = tmp_path / "results"
+    qc = pd.read_csv(results / "qc" / "series.tsv", sep="\t", dtype=str)
+    assert list(qc["patient_id"]) == TINY_PATIENTS
+    assert set(qc["status"]) == {"accepted"}
+    seg = pd.read_csv(results / "qc" / "segmentation.tsv", sep="\t")
+    assert list(seg["patient_id"]) == TINY_PATIENTS
+    # 96 px images (3-4 mm pixels) are far coarser than CT: a plausibility bound only; the
+    # segmentation targets are checked at clinical resolution in test_segmentation.py.
+    assert (seg["dice_heart_slices"] > 0.6).all(), seg
+    for patient in TINY_PATIENTS:
+        with np.load(results / "segmentation" / f"{patient}.npz") as data:
+            n_slices = len(list((cohort / "dicom" / patient).glob("*.dcm")))
+            assert data["heart_mask"].shape == (n_slices, 96, 96)
+            assert list(data["instance_numbers"]) == list(range(1, n_slices + 1))
+    sizes = {"original": 96, "segmented": 299, "cropped": 299}
+    for dataset, size in sizes.items():
+        manifest = pd.read_csv(results / "datasets" / dataset / "manifest.tsv", sep="\t")
+        assert sorted(manifest["patient_id"].unique()) == TINY_PATIENTS
+        for path in manifest["path"].sample(5, random_state=0):
+            with Image.open(results / "datasets" / dataset / path) as image:
+                assert image.size == (size, size) and image.mode == "L"
+    counts = pd.read_csv(results / "qc" / "datasets.tsv", sep="\t")
+    assert (counts["n_original"] == counts["n_slices"]).all()
+    assert (counts["n_cropped"] == 9 * counts["n_segmented"]).all()
+    assert (counts["n_segmented"] == counts["n_slices"] - counts["n_empty_mask_dropped"]).all()
+    # The HU volumes are temporary: gone once the datasets are made.
+    assert not list(results.glob("ingest/*.npz"))
+
     assert planned_jobs(run_snakemake(tmp_path, "--dry-run")) == {}
 
     # A larger cohort adds patients; the ones already written stay as they are.
     larger = tmp_path / "larger.yaml"
     larger.write_text(yaml.safe_dump({"synthetic": {"patients": 5, "size": 96}}))
     proc = run_snakemake(tmp_path, "--dry-run", configfile=larger)
-    assert planned_jobs(proc) == {"synth_patient": 1, "synth_tables": 1, "all": 1}
+    assert planned_jobs(proc) == {
+        **dict.fromkeys(PER_PATIENT, 1),
+        **MERGED,
+        "dataset_manifest": 3,
+        "all": 1,
+    }

@@ -1,4 +1,8 @@
+import functools
+import hashlib
+import hmac
 import os
+import re
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -9,6 +13,11 @@ validate(config, "../schemas/config.schema.yaml")
 
 wildcard_constraints:
     patient="[A-Za-z0-9_.-]+",
+    dataset="original|segmented|cropped",
+
+
+PATIENT_ID = re.compile(r"[A-Za-z0-9_.-]+")
+DATASETS = ("original", "segmented", "cropped")
 
 
 # Settings of the synthetic cohort that change no single patient: changing them must not
@@ -29,13 +38,84 @@ def synthetic_patient_ids(n):
     return [f"SYN{i:04d}" for i in range(1, n + 1)]
 
 
-def patient_ids():
-    if config["dicom_dir"]:
+def own_data():
+    return bool(config["dicom_dir"])
+
+
+def pseudonym(folder_name, key):
+    """Same as cacflow.ingest.pseudonym (the Snakefile does not import the library, whose
+    dependencies live in the rule envs)."""
+    digest = hmac.new(key.encode(), folder_name.encode(), hashlib.sha256).hexdigest()
+    return f"P{digest[:12].upper()}"
+
+
+@functools.cache
+def study_folders():
+    """{patient_id: study folder}. Synthetic: the cohort's DICOM folders. Own data: every
+    sub-folder of dicom_dir, named by its folder name, or by a keyed pseudonym."""
+    if not own_data():
+        ids = synthetic_patient_ids(config["synthetic"]["patients"])
+        return {pid: f"results/synthetic/dicom/{pid}" for pid in ids}
+    root = Path(config["dicom_dir"])
+    if not root.is_dir():
+        raise WorkflowError(f"dicom_dir: folder not found: {root}")
+    if not config["labels"]:
         raise WorkflowError(
-            "dicom_dir: running on own DICOM data is not implemented yet; "
-            'set dicom_dir: "" to use the synthetic cohort.'
+            "labels: own DICOM data needs a slice label table (see README, 'Your own data')"
         )
-    return synthetic_patient_ids(config["synthetic"]["patients"])
+    settings = config["ingest"]
+    if settings["pseudonymize"] and not settings["pseudonym_key"]:
+        raise WorkflowError("ingest.pseudonym_key: set a secret key to pseudonymize")
+    folders = {}
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        if folder.name.startswith("."):
+            continue
+        if settings["pseudonymize"]:
+            folders[pseudonym(folder.name, settings["pseudonym_key"])] = str(folder)
+        elif PATIENT_ID.fullmatch(folder.name) and folder.name != "manifest":
+            folders[folder.name] = str(folder)
+        else:
+            raise WorkflowError(
+                f"dicom_dir: folder {folder.name!r} is not usable as a patient ID (letters, "
+                "digits, _ . - only); rename it, or set ingest.pseudonymize: true"
+            )
+    if not folders:
+        raise WorkflowError(f"dicom_dir: no patient sub-folders in {root}")
+    return folders
+
+
+def patient_ids():
+    return list(study_folders())
+
+
+def study_input(wildcards):
+    """The study's files (own data: every file, so editing one reruns the patient) or the
+    synthetic patient's folder (an output of synth_patient)."""
+    folder = study_folders()[wildcards.patient]
+    if not own_data():
+        return folder
+    return sorted(str(p) for p in Path(folder).rglob("*") if p.is_file())
+
+
+def truth_input(wildcards):
+    """The synthetic truth of a patient (none with own data)."""
+    if own_data():
+        return []
+    return f"results/synthetic/truth/{wildcards.patient}.npz"
+
+
+def labels_input(wildcards):
+    if own_data():
+        return config["labels"]
+    return f"results/synthetic/labels/{wildcards.patient}.tsv"
+
+
+def label_key(wildcards):
+    """The patient's ID in the label table: the folder name, also when pseudonymized (the
+    table is the user's own file, read inside the job; it never reaches results)."""
+    if own_data() and config["ingest"]["pseudonymize"]:
+        return Path(study_folders()[wildcards.patient]).name
+    return wildcards.patient
 
 
 def synth_settings():

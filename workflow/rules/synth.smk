@@ -1,6 +1,6 @@
 rule synth_patient:
     input:
-        lib("__init__", "phantom", "agatston", "dicom_io", "synth"),
+        lib("__init__", "phantom", "agatston", "dicom_io", "synth", "tables", "runlog"),
     output:
         dicom=directory("results/synthetic/dicom/{patient}"),
         truth="results/synthetic/truth/{patient}.npz",
@@ -11,7 +11,7 @@ rule synth_patient:
     benchmark:
         "results/benchmarks/synth/{patient}.tsv"
     group:
-        "synth"
+        "patient"
     conda:
         "../../envs/dicom.yaml"
     threads: 1
@@ -32,7 +32,7 @@ rule synth_tables:
         summaries=expand(
             "results/synthetic/truth/{patient}.summary.tsv", patient=patient_ids()
         ),
-        lib=lib("__init__", "synth"),
+        lib=lib("__init__", "synth", "tables", "runlog"),
     output:
         labels="results/synthetic/labels.tsv",
         patients="results/synthetic/truth/patients.tsv",

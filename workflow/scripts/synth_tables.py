@@ -1,14 +1,12 @@
 """Rule synth_tables: merge the per-patient label and summary tables of the synthetic cohort."""
 
-import logging
-import sys
 from pathlib import Path
 
+from cacflow.runlog import start_rule_log
 from cacflow.synth import merge_tables
 
-# Tracebacks and log records go to the rule's log for the life of the script.
-sys.stderr = open(snakemake.log[0], "w")  # noqa: SIM115
-logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+# Header (host, SLURM job), tracebacks and log records go to the rule's log.
+start_rule_log(snakemake.log[0], snakemake.rule)
 
 merge_tables(
     label_paths=list(snakemake.input.labels),

@@ -1,4 +1,6 @@
-"""The `cacflow` command line: `cacflow synth ...` (more subcommands come with later stages)."""
+"""The `cacflow` command line: `cacflow synth` writes a synthetic cohort; `cacflow ingest`
+runs the workflow's per-patient steps (checks, HU, heart segmentation, the three datasets)
+on one study."""
 
 from __future__ import annotations
 
@@ -34,6 +36,41 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ingest(args: argparse.Namespace) -> int:
+    import yaml
+
+    from .ingest import IngestSettings, pseudonym
+    from .pipeline import StudySettings, process_study, settings_from
+    from .tables import read_label_table
+
+    study = Path(args.study_dir)
+    sections = {}
+    if args.config:
+        sections = yaml.safe_load(Path(args.config).read_text()) or {}
+    ingest_section = dict(sections.get("ingest") or {})
+    if args.pseudonymize:
+        ingest_section["pseudonymize"] = True
+    ingest = IngestSettings.from_config(ingest_section)
+    patient_id = args.patient_id or study.resolve().name
+    label_key = patient_id
+    if ingest.pseudonymize and not args.patient_id:
+        key = args.pseudonym_key or ingest_section.get("pseudonym_key", "")
+        if not key:
+            print("cacflow ingest: --pseudonymize needs --pseudonym-key", file=sys.stderr)
+            return 64
+        patient_id = pseudonym(study.resolve().name, key)
+    settings = StudySettings(
+        ingest=ingest,
+        segmentation=settings_from("segmentation", sections.get("segmentation") or {}),
+        datasets=settings_from("datasets", sections.get("datasets") or {}),
+    )
+    labels = read_label_table(Path(args.labels)) if args.labels else None
+    truth = Path(args.truth) if args.truth else None
+    return process_study(
+        study, Path(args.out), patient_id, settings, labels, truth, label_key=label_key
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cacflow", description=__doc__)
     parser.add_argument("--version", action="version", version=f"cacflow {__version__}")
@@ -65,6 +102,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     synth.add_argument("--jobs", type=int, default=1, help="parallel processes (default 1)")
     synth.set_defaults(func=_synth)
+
+    ingest = sub.add_parser(
+        "ingest",
+        help="check, segment and build the three datasets of one DICOM study",
+        description="Run the workflow's per-patient steps on one study folder and write "
+        "qc/, segmentation/ and datasets/ under --out. Exit 0: accepted; 2: refused (the "
+        "reason on stderr); 64: bad usage.",
+    )
+    ingest.add_argument("study_dir", help="folder with the patient's DICOM files")
+    ingest.add_argument("--out", required=True, help="output folder")
+    ingest.add_argument(
+        "--patient-id", help="pseudonymous ID for outputs (default: the folder name)"
+    )
+    ingest.add_argument(
+        "--labels", help="slice label table (patient_id, instance_number, calcium, cac_class)"
+    )
+    ingest.add_argument("--truth", help="synthetic truth .npz (scores the segmentation)")
+    ingest.add_argument(
+        "--config", help="a config.yaml whose ingest/segmentation/datasets sections apply"
+    )
+    ingest.add_argument(
+        "--pseudonymize",
+        action="store_true",
+        help="accept identifying tags (never copied) and name the patient by a keyed hash",
+    )
+    ingest.add_argument("--pseudonym-key", help="secret key of the pseudonym")
+    ingest.set_defaults(func=_ingest)
     return parser
 
 

@@ -238,6 +238,24 @@ def refuse(report: StudyReport, error: IngestError) -> StudyReport:
     return StudyReport(report.patient_id, report.series, None, error)
 
 
+def check_labels(report: StudyReport, label_rows: list[dict], label_key: str) -> StudyReport:
+    """Refuse an accepted study whose slices the label table does not all cover."""
+    if not report.accepted:
+        return report
+    labelled = {
+        int(row["instance_number"]) for row in label_rows if str(row["patient_id"]) == label_key
+    }
+    missing = [int(n) for n in report.ct.instance_numbers if int(n) not in labelled]
+    if not missing:
+        return report
+    shown = ", ".join(map(str, missing[:8])) + (" ..." if len(missing) > 8 else "")
+    problem = (
+        f"no label-table row for {len(missing)} of {len(report.ct.instance_numbers)} slices "
+        f"(instance numbers {shown})"
+    )
+    return refuse(report, MissingLabelsError(report.patient_id, "", problem))
+
+
 # Pseudonyms -----------------------------------------------------------------------------
 def pseudonym(folder_name: str, key: str) -> str:
     """A stable pseudonymous ID for a patient folder: P + 12 hex of HMAC-SHA256(key, name).

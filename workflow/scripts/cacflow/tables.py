@@ -41,3 +41,12 @@ def merge_tsv(paths: Iterable[Path], out_path: Path, columns: Iterable[str] | No
     rows = [row for path in paths for row in read_tsv(path)]
     write_tsv(out_path, rows, columns)
     return len(rows)
+
+
+def read_label_table(path: Path) -> list[dict]:
+    """The user's slice label table: TSV, or CSV when the name ends in .csv."""
+    path = Path(path)
+    if path.suffix.lower() == ".csv":
+        with open(path, newline="") as handle:
+            return list(csv.DictReader(handle))
+    return read_tsv(path)

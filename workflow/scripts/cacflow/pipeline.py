@@ -1,0 +1,276 @@
+"""The per-patient stages after ingest, as the workflow's rules and `cacflow ingest` run them:
+heart segmentation (with its QC against a known truth) and the three image datasets.
+
+Each stage takes what the previous one wrote, so a rule script is a call or two, and the
+command line runs the same calls in sequence for one study.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .datasets import (
+    DATASETS,
+    MANIFEST_COLUMNS,
+    DatasetSettings,
+    PatientDatasets,
+    build_patient_datasets,
+    merge_manifests,
+    slice_labels_from_table,
+)
+from .ingest import (
+    QC_COLUMNS,
+    IngestSettings,
+    Volume,
+    check_labels,
+    qc_rows,
+    read_study,
+    volume_of,
+)
+from .segmentation import SegmentationSettings, segment_heart, segmentation_scores
+from .tables import write_tsv
+
+SEGMENTATION_QC_COLUMNS = (
+    "patient_id",
+    "n_slices",
+    "n_mask_slices",
+    "mask_volume_ml",
+    "n_heart_slices",
+    "n_nonheart_slices",
+    "dice_heart_slices",
+    "dice_volume",
+    "nonempty_rate_nonheart",
+    "n_lesions",
+    "n_lesions_inside",
+    "lesion_inside_fraction",
+)
+DATASET_QC_COLUMNS = (
+    "patient_id",
+    "n_slices",
+    "n_empty_mask_dropped",
+    "n_calcium_slices",
+    "n_calcium_slices_dropped",
+    "n_calcium_slices_without_positive_tile",
+    "n_calcium_tiles",
+    "n_original",
+    "n_segmented",
+    "n_cropped",
+    "label_source",
+)
+
+
+# Segmentation ---------------------------------------------------------------------------
+def save_segmentation(
+    path: Path, heart_mask: np.ndarray | None, instance_numbers: np.ndarray | None
+) -> None:
+    """`heart_mask` (bool, slice x row x col) and the slice order used, written atomically
+    (empty arrays for a refused study)."""
+    if heart_mask is None:
+        heart_mask, instance_numbers = np.zeros((0, 0, 0), dtype=bool), np.zeros(0)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".part.npz")
+    np.savez_compressed(
+        partial,
+        heart_mask=np.asarray(heart_mask, dtype=bool),
+        instance_numbers=np.asarray(instance_numbers, dtype=np.int32),
+    )
+    os.replace(partial, path)
+
+
+def load_segmentation(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    with np.load(path) as data:
+        return data["heart_mask"], data["instance_numbers"]
+
+
+def segment_volume(volume: Volume, settings: SegmentationSettings) -> np.ndarray:
+    return segment_heart(
+        volume.hu, volume.pixel_spacing_mm, volume.slice_spacing_mm, settings=settings
+    )
+
+
+def _aligned_truth(truth_path: Path, instance_numbers: np.ndarray) -> dict[str, np.ndarray]:
+    """The truth arrays in the volume's slice order (matched by instance number)."""
+    with np.load(truth_path) as data:
+        truth = {k: data[k] for k in data.files}
+    index = {int(n): k for k, n in enumerate(truth["instance_numbers"])}
+    missing = [int(n) for n in instance_numbers if int(n) not in index]
+    if missing:
+        raise ValueError(f"{truth_path.name}: no truth for instance numbers {missing[:5]}")
+    order = np.array([index[int(n)] for n in instance_numbers], dtype=int)
+    for key in ("hu", "heart_mask", "lesion_labels", "noncoronary_calcium"):
+        truth[key] = truth[key][order]
+    return truth
+
+
+def segmentation_qc_row(
+    patient_id: str, volume: Volume, heart_mask: np.ndarray, truth_path: Path | None
+) -> dict:
+    """A row of results/qc/segmentation.tsv; the truth columns only when a truth is known."""
+    row = dict.fromkeys(SEGMENTATION_QC_COLUMNS, "")
+    voxel_ml = float(np.prod(volume.pixel_spacing_mm)) * volume.slice_spacing_mm / 1000.0
+    row.update(
+        patient_id=patient_id,
+        n_slices=heart_mask.shape[0],
+        n_mask_slices=int(heart_mask.any(axis=(1, 2)).sum()),
+        mask_volume_ml=f"{heart_mask.sum() * voxel_ml:.1f}",
+    )
+    if truth_path is not None:
+        truth = _aligned_truth(Path(truth_path), volume.instance_numbers)
+        scores = segmentation_scores(
+            heart_mask,
+            truth["heart_mask"],
+            volume.hu,
+            truth["lesion_labels"],
+            truth["lesion_kind"],
+            volume.pixel_spacing_mm,
+        )
+        for key in SEGMENTATION_QC_COLUMNS:
+            if key in scores:
+                value = scores[key]
+                row[key] = f"{value:.4f}" if isinstance(value, float) else value
+    return row
+
+
+# Datasets -------------------------------------------------------------------------------
+def coronary_lesion_mask(truth_path: Path, instance_numbers: np.ndarray) -> np.ndarray:
+    """Pixels of true coronary lesions (synthetic truth) in the volume's slice order."""
+    truth = _aligned_truth(Path(truth_path), instance_numbers)
+    coronary = np.array([kind == "coronary" for kind in truth["lesion_kind"]], dtype=bool)
+    return coronary[truth["lesion_labels"].astype(int)]
+
+
+def make_datasets(
+    out_root: Path,
+    patient_id: str,
+    volume: Volume,
+    heart_mask: np.ndarray,
+    label_rows: list[dict] | None,
+    truth_path: Path | None,
+    settings: DatasetSettings,
+    label_key: str | None = None,
+) -> PatientDatasets:
+    """The three datasets of one patient. `label_key` is the patient's ID in the label table
+    when it differs from `patient_id` (pseudonymized own data); without a label table
+    (`label_rows` None) the labels stay empty."""
+    labels = None
+    if label_rows is not None:
+        labels = slice_labels_from_table(label_rows, label_key or patient_id)
+    lesion_mask = None
+    if truth_path is not None:
+        lesion_mask = coronary_lesion_mask(truth_path, volume.instance_numbers)
+    return build_patient_datasets(
+        out_root,
+        patient_id,
+        volume.hu,
+        heart_mask,
+        volume.instance_numbers,
+        volume.pixel_spacing_mm,
+        volume.slice_spacing_mm,
+        labels,
+        lesion_mask,
+        settings,
+    )
+
+
+def write_empty_datasets(out_root: Path, patient_id: str) -> None:
+    """A refused study's place in the datasets: empty image folders, header-only manifests."""
+    for name in DATASETS:
+        (Path(out_root) / name / patient_id).mkdir(parents=True, exist_ok=True)
+        write_tsv(Path(out_root) / name / f"{patient_id}.tsv", [], MANIFEST_COLUMNS)
+
+
+def dataset_qc_row(result: PatientDatasets, with_truth: bool) -> dict:
+    row = dict.fromkeys(DATASET_QC_COLUMNS, "")
+    row.update({k: v for k, v in result.counts().items() if k in row})
+    row["label_source"] = "lesion_map" if with_truth else "hu_candidates"
+    return row
+
+
+# One study, all stages (cacflow ingest) -------------------------------------------------
+SETTINGS = {"segmentation": SegmentationSettings, "datasets": DatasetSettings}
+
+
+def settings_from(section: str, values: dict):
+    """The settings dataclass of a config section, from its values (unknown keys fail)."""
+    cls = SETTINGS[section]
+    known = set(cls.__dataclass_fields__)
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{section}: unknown settings {unknown}; known: {sorted(known)}")
+    converted = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    return cls(**converted)
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    ingest: IngestSettings = field(default_factory=IngestSettings)
+    segmentation: SegmentationSettings = field(default_factory=SegmentationSettings)
+    datasets: DatasetSettings = field(default_factory=DatasetSettings)
+
+
+def process_study(
+    study_dir: Path,
+    out_dir: Path,
+    patient_id: str,
+    settings: StudySettings,
+    label_rows: list[dict] | None = None,
+    truth_path: Path | None = None,
+    log=sys.stderr,
+    label_key: str | None = None,
+) -> int:
+    """Ingest, segment and build the datasets of one study under `out_dir`, in the
+    workflow's layout (qc/, segmentation/, datasets/). Returns 0 when accepted, 2 when
+    refused (the reason is printed on one line)."""
+    out_dir = Path(out_dir)
+    start = time.perf_counter()
+    report = read_study(Path(study_dir), patient_id, settings.ingest)
+    if label_rows is not None:
+        report = check_labels(report, label_rows, label_key or patient_id)
+    write_tsv(out_dir / "qc" / "series.tsv", qc_rows(report), QC_COLUMNS)
+    if not report.accepted:
+        print(f"refused: {report.error.reason}", file=log)
+        return 2
+    volume = volume_of(report.ct)
+    read_s = time.perf_counter() - start
+    heart_mask = segment_volume(volume, settings.segmentation)
+    save_segmentation(
+        out_dir / "segmentation" / f"{patient_id}.npz", heart_mask, volume.instance_numbers
+    )
+    seg_row = segmentation_qc_row(patient_id, volume, heart_mask, truth_path)
+    write_tsv(out_dir / "qc" / "segmentation.tsv", [seg_row], SEGMENTATION_QC_COLUMNS)
+    seg_s = time.perf_counter() - start - read_s
+    result = make_datasets(
+        out_dir / "datasets",
+        patient_id,
+        volume,
+        heart_mask,
+        label_rows,
+        truth_path,
+        settings.datasets,
+        label_key=label_key,
+    )
+    for name in DATASETS:
+        merge_manifests([result.manifests[name]], out_dir / "datasets" / name / "manifest.tsv")
+    write_tsv(
+        out_dir / "qc" / "datasets.tsv",
+        [dataset_qc_row(result, truth_path is not None)],
+        DATASET_QC_COLUMNS,
+    )
+    total = time.perf_counter() - start
+    n = volume.hu.shape[0]
+    print(
+        f"{patient_id}: accepted, {n} slices; heart on {seg_row['n_mask_slices']} slices; "
+        f"datasets {len(result.rows['original'])} original, {len(result.rows['segmented'])} "
+        f"segmented, {len(result.rows['cropped'])} cropped images; "
+        f"read {read_s:.2f} s, segmentation {seg_s:.2f} s, total {total:.2f} s "
+        f"({n / total:.1f} slices/s)",
+        file=log,
+    )
+    return 0

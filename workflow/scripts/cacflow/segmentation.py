@@ -1,0 +1,691 @@
+"""Heart segmentation on non-contrast chest CT by K-means and mathematical morphology.
+
+Method after Rim et al., "Deep learning in physiological signals ... coronary artery
+calcium" (Sensors 2021, 21, 2675), section "Heart segmentation": a K-means threshold
+(k=2, mean of the two centroids) separates the body from the outside air; a convex hull
+of the body holds the lungs; the convex hull of the lungs holds the heart; a second
+K-means (k=3, brightest centroid) finds bone, and everything behind the front of the
+spine is removed; what remains, refined, is the heart.
+
+Done a volume at a time, not a slice at a time, for speed and robustness:
+- the thresholds come from one K-means per volume (on the histogram of all voxels);
+- the coarse masks are built on a ~2 mm grid (block means of the image), where every
+  structuring element is a disc or ball whose radius is given in millimetres, so the
+  result does not depend on the field of view or the matrix size;
+- morphology uses distance transforms (an opening of radius r is a threshold of two
+  Euclidean distance transforms), far cheaper than large structuring elements;
+- the spine position is taken from bone that persists along the volume (ribs move from
+  slice to slice, the vertebral column does not);
+- the heart chambers are the largest 3-D component of soft tissue left after an opening
+  that breaks the thin links to the great vessels, the liver and the descending aorta;
+  the mask is the chambers grown by the epicardial fat and pericardium, stopped at the
+  lungs, the spine and the other soft-tissue structures;
+- the mask comes back to full resolution by linear interpolation of a smoothed coarse
+  mask; calcium touching the mask is added whole, so no coronary lesion is cut in two.
+
+Assumptions: `hu` is in Hounsfield units (non-contrast; blood and myocardium ~40 HU,
+fat ~-100 HU), axial slices of a supine patient with anterior at the top (row 0), as
+DICOM stores them. Slice order (superior or inferior first) does not matter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+from scipy.spatial import ConvexHull, QhullError
+
+from .agatston import MIN_AREA_MM2, THRESHOLD_HU
+
+_EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+_AIR_HU = -1024.0
+
+
+class SegmentationError(ValueError):
+    """The input cannot be segmented (wrong shape, spacing or type)."""
+
+
+@dataclass(frozen=True)
+class SegmentationSettings:
+    """Tunables of `segment_heart`; every length is in millimetres, every area in mm^2."""
+
+    working_spacing_mm: float = 2.0  # pixel size of the coarse grid of the masks
+    default_slice_spacing_mm: float = 3.0  # used when the caller gives no slice spacing
+    smoothing_mm: float = 1.0  # Gaussian smoothing of the coarse image against noise
+    body_opening_mm: float = 3.0  # removes the table, cables and noise outside the body
+    lung_opening_mm: float = 2.0  # removes noise and small airways from the lung mask
+    lung_min_area_mm2: float = 150.0  # smaller air pockets (oesophagus, bronchi) are not lung
+    lung_hull_margin_mm: float = 10.0  # the heart may reach this far beyond the lungs' hull
+    bone_min_hu: float = 200.0  # floor of the K-means bone threshold (little bone in view)
+    spine_persistence: float = 0.5  # fraction of slices a spine pixel must be bone in
+    spine_clearance_mm: float = 3.0  # the heart ends this far in front of the spine
+    soft_tissue_min_hu: float = -30.0  # between fat (-100) and blood/muscle (+40)
+    fat_min_hu: float = -200.0  # between lung (-850) and fat (-100)
+    fat_ring_mm: float = 4.0  # width of the ring in which a blob's surrounding fat is counted
+    max_heart_candidates: int = 3  # largest soft-tissue blobs compared for the heart
+    chamber_opening_mm: float = 8.0  # breaks links to vessels, liver, oesophagus
+    heart_min_radius_mm: float = 20.0  # a heart slice holds a disc this big; vessels do not
+    vessel_attach_mm: float = 10.0  # chamber parts this far beyond that disc are vessels
+    heart_cap_mm: float = 10.0  # heart above and below the slices that hold such a disc
+    structure_min_radius_mm: float = 4.0  # soft tissue thinner than this does not block
+    vessel_clearance_mm: float = 3.0  # kept between the mask and other soft tissue
+    lung_clearance_mm: float = 2.0  # kept between the mask and the lungs
+    pericardium_search_mm: float = 12.0  # the pericardium is looked for this far out
+    pericardium_min_distance_mm: float = 1.5  # the line is at least this far out
+    pericardium_min_contrast_hu: float = 25.0  # its line must stand out of the fat this much
+    pericardium_half_thickness_mm: float = 0.6  # added to the distance of the line's centre
+    default_pericardial_margin_mm: float = 6.0  # used when no pericardium line is found
+    min_heart_area_mm2: float = 200.0  # slices with less heart are left empty
+    max_calcium_area_mm2: float = 200.0  # calcium touching the mask is added up to this size
+    calcium_gap_mm: float = 4.0  # calcium this close to the mask is added whole ...
+    calcium_reach_mm: float = 8.0  # ... if no pixel of it is farther out than this
+
+
+@dataclass
+class _CoarseMasks:
+    chambers: np.ndarray  # bool: heart chambers, blood and myocardium (coarse grid)
+    allowed: np.ndarray  # bool: where the heart may extend (not lung, bone, other organs)
+    no_calcium: np.ndarray  # bool: calcium here is not the heart's (aortic wall, spine)
+
+
+def segment_heart(
+    hu: np.ndarray,
+    pixel_spacing_mm: float | tuple[float, float],
+    slice_spacing_mm: float | None = None,
+    settings: SegmentationSettings | None = None,
+) -> np.ndarray:
+    """Heart mask (bool, same shape) of a CT volume `hu` (slice x row x col, HU).
+
+    `pixel_spacing_mm` is one value or the (row, column) spacing. `slice_spacing_mm` is
+    the distance between slice centres; without it `default_slice_spacing_mm` is assumed.
+    """
+    settings = settings or SegmentationSettings()
+    hu = np.asarray(hu)
+    if hu.ndim != 3:
+        raise SegmentationError(f"expected a volume (slice x row x col), got shape {hu.shape}")
+    spacing = _pair(pixel_spacing_mm)
+    z_mm = float(slice_spacing_mm or settings.default_slice_spacing_mm)
+    if not np.isfinite(z_mm) or z_mm <= 0:
+        raise SegmentationError(f"slice spacing must be positive mm, got {slice_spacing_mm}")
+    heart = np.zeros(hu.shape, dtype=bool)
+    if hu.size == 0:
+        return heart
+    factors = (
+        max(1, round(settings.working_spacing_mm / spacing[0])),
+        max(1, round(settings.working_spacing_mm / spacing[1])),
+    )
+    coarse = _block_mean(hu, factors)
+    coarse_spacing = (spacing[0] * factors[0], spacing[1] * factors[1])
+    masks = _coarse_masks(coarse, coarse_spacing, z_mm, settings)
+    if masks is None:
+        return heart
+
+    # Signed distance (mm, 3-D) to the chambers' surface: the pericardium lies at a roughly
+    # constant depth of epicardial fat outside it, measured on the volume.
+    sampling = (z_mm, *coarse_spacing)
+    signed = ndimage.distance_transform_edt(~masks.chambers, sampling=sampling)
+    signed -= ndimage.distance_transform_edt(masks.chambers, sampling=sampling)
+    margin = _pericardial_margin(hu, signed, factors, spacing, settings)
+    pixel_area = spacing[0] * spacing[1]
+    for k in np.flatnonzero((signed <= margin).any(axis=(1, 2))):
+        window = _coarse_window(signed[k] <= margin + max(coarse_spacing))
+        full = _full_window(window, factors, hu.shape[1:])
+        distance = _upsample(signed[k][window], factors, full, window)
+        allowed = _upsample(masks.allowed[k][window].astype(np.float32), factors, full, window)
+        mask = ndimage.binary_fill_holes((distance <= margin) & (allowed >= 0.5))
+        if mask.sum() * pixel_area >= settings.min_heart_area_mm2:
+            heart[k][full] = mask
+    _add_touching_calcium(heart, hu, spacing, masks.no_calcium, factors, settings)
+    return heart
+
+
+# ---------------------------------------------------------------------------------------
+# Coarse masks
+
+
+def _coarse_masks(
+    coarse: np.ndarray,
+    spacing: tuple[float, float],
+    z_mm: float,
+    settings: SegmentationSettings,
+) -> _CoarseMasks | None:
+    air_hu, bone_hu = _volume_thresholds(coarse, settings)
+    if air_hu is None:
+        return None
+    smooth = ndimage.gaussian_filter(
+        coarse, (0.0, settings.smoothing_mm / spacing[0], settings.smoothing_mm / spacing[1])
+    )
+    pixel_area = spacing[0] * spacing[1]
+    n_slices = coarse.shape[0]
+
+    body = np.zeros(coarse.shape, dtype=bool)
+    lungs = np.zeros_like(body)
+    lung_hull = np.zeros_like(body)
+    for k in range(n_slices):
+        foreground = _open(smooth[k] > air_hu, settings.body_opening_mm, spacing)
+        foreground = _largest_component(foreground)
+        if not foreground.any():
+            continue
+        # The hull also closes lungs that the field of view cuts open to the outside air.
+        body[k] = _convex_hull(foreground)
+        air = body[k] & (smooth[k] <= air_hu)
+        air = _open(air, settings.lung_opening_mm, spacing)
+        lungs[k] = _remove_small(air, settings.lung_min_area_mm2 / pixel_area)
+        if lungs[k].any():
+            lung_hull[k] = _convex_hull(lungs[k])
+
+    behind_spine = np.zeros_like(body)
+    spine_front_row = _spine_front_row(body & (smooth >= bone_hu), body, settings)
+    if spine_front_row is not None:
+        cut = spine_front_row - int(np.ceil(settings.spine_clearance_mm / spacing[0]))
+        behind_spine[:, max(cut, 0) :, :] = True
+
+    soft = body & (smooth > settings.soft_tissue_min_hu) & (smooth < bone_hu)
+    candidate = soft & ~lungs & ~behind_spine
+    # The opening is 2-D: a 3-D ball would also erase the apex and the top of the atria,
+    # where the chambers shrink quickly from slice to slice.
+    chambers = np.zeros_like(body)
+    for k in range(n_slices):
+        chambers[k] = _open(candidate[k] & lung_hull[k], settings.chamber_opening_mm, spacing)
+    chambers = _most_heart_like(chambers, smooth, spacing, settings)
+    if not chambers.any():
+        return None
+    # Where the heart lies on the chest wall, the hull's chord between the lung tips cuts
+    # through it: take the whole blob of each slice, within a wider hull. The opening
+    # removes the band of chest wall that the wider hull lets in.
+    for k in np.flatnonzero(chambers.any(axis=(1, 2))):
+        wider = _dilate(lung_hull[k], settings.lung_hull_margin_mm, spacing)
+        blobs, n = ndimage.label(_open(candidate[k] & wider, settings.chamber_opening_mm, spacing))
+        touched = np.bincount(blobs[chambers[k]], minlength=n + 1) > 0
+        touched[0] = False
+        chambers[k] |= touched[blobs]
+    chambers = _heart_slices_only(chambers, spacing, z_mm, settings)
+    if not chambers.any():
+        return None
+
+    # Lungs and other soft-tissue organs stop the heart; thin soft tissue (coronary
+    # arteries, the pericardium itself) does not. Organs reaching out of the lungs' hull
+    # (chest wall, liver, diaphragm) only may not be entered: the heart lies against them. Free-standing ones in
+    # the mediastinum (descending aorta, oesophagus) are kept at a clearance, so the
+    # calcium of the aortic wall stays out.
+    near_chambers = _dilate(chambers, settings.vessel_clearance_mm + 2.0, (z_mm, *spacing))
+    # Bone counts as an organ too; small bright spots (calcium) do not, so that a plaque
+    # next to the chest wall is not cut out of the mask.
+    dense = body & (smooth > settings.soft_tissue_min_hu) & ~chambers
+    max_calcium_pixels = settings.max_calcium_area_mm2 / pixel_area
+    allowed = body & ~behind_spine
+    no_calcium = np.zeros_like(body)
+    chambers_centre_row = float(np.mean(np.nonzero(chambers)[1]))
+    for k in range(n_slices):
+        bright = smooth[k] >= bone_hu
+        spots = bright & ~_remove_small(bright, max_calcium_pixels)
+        others = _open(dense[k] & ~spots, settings.structure_min_radius_mm, spacing)
+        others &= ~near_chambers[k]
+        organs, n = ndimage.label(others)
+        on_wall = np.zeros(n + 1, dtype=bool)
+        on_wall[np.unique(organs[others & ~lung_hull[k]])] = True
+        on_wall[0] = False
+        vessels = others & ~on_wall[organs]
+        around_vessels = _dilate(vessels, settings.vessel_clearance_mm, spacing)
+        blocked = _dilate(lungs[k], settings.lung_clearance_mm, spacing)
+        blocked |= on_wall[organs] | around_vessels
+        allowed[k] &= ~blocked
+        # Vessels behind the chambers' centre: descending aorta, oesophagus. Calcium on
+        # and round them is never added to the heart.
+        posterior = np.zeros(n + 1, dtype=bool)
+        for label, centre in zip(
+            range(1, n + 1), ndimage.center_of_mass(vessels, organs, range(1, n + 1)), strict=True
+        ):
+            posterior[label] = np.isfinite(centre[0]) and centre[0] > chambers_centre_row
+        no_calcium[k] = around_vessels & _dilate(
+            posterior[organs] & vessels, settings.vessel_clearance_mm, spacing
+        )
+    no_calcium |= behind_spine
+    return _CoarseMasks(chambers=chambers, allowed=allowed | chambers, no_calcium=no_calcium)
+
+
+def _most_heart_like(
+    blobs: np.ndarray,
+    smooth: np.ndarray,
+    spacing: tuple[float, float],
+    settings: SegmentationSettings,
+) -> np.ndarray:
+    """The 3-D blob wrapped in the most fat: the heart, in its epicardial fat.
+
+    The liver can be larger than the heart and also lies within the lungs' hull, but it
+    borders the lungs, diaphragm and chest wall, not fat. Only the largest blobs compete.
+    """
+    labels, n = ndimage.label(blobs)
+    if n <= 1:
+        return blobs.copy()
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    contenders = np.argsort(sizes)[::-1][: settings.max_heart_candidates]
+    contenders = contenders[sizes[contenders] > 0]
+    fat = (smooth > settings.fat_min_hu) & (smooth < settings.soft_tissue_min_hu)
+    # A huge slice spacing keeps the distance transform to the plane of each slice.
+    in_plane = (1e6, *spacing)
+    best, best_fat = contenders[0], -1
+    for label in contenders:
+        blob = labels == label
+        ring = _dilate(blob, settings.fat_ring_mm, in_plane) & ~blob
+        n_fat = int(np.count_nonzero(ring & fat))
+        if n_fat > best_fat:
+            best, best_fat = label, n_fat
+    return labels == best
+
+
+def _heart_slices_only(
+    chambers: np.ndarray,
+    spacing: tuple[float, float],
+    z_mm: float,
+    settings: SegmentationSettings,
+) -> np.ndarray:
+    """Keep the chambers on the run of slices that hold a heart-sized blob, and its caps.
+
+    Above the heart the component goes on into the great vessels (aorta, pulmonary trunk,
+    vena cava), tubes narrower than the heart: a 2-D opening by `heart_min_radius_mm`
+    removes them and keeps the heart. Chamber parts farther than `vessel_attach_mm` from
+    that blob are vessels. Up to `heart_cap_mm` beyond the run (the top of the atria and
+    the aortic root, the apex) the chambers of the neighbouring slice are the reference.
+    """
+    bodies = np.zeros_like(chambers)
+    for k in np.flatnonzero(chambers.any(axis=(1, 2))):
+        bodies[k] = _open(chambers[k], settings.heart_min_radius_mm, spacing)
+    has_body = bodies.any(axis=(1, 2))
+    if not has_body.any():
+        return np.zeros_like(chambers)
+    runs, _ = ndimage.label(has_body)
+    run = np.flatnonzero(runs == np.argmax(np.bincount(runs)[1:]) + 1)
+    kept = np.zeros_like(chambers)
+    for k in run:
+        kept[k] = chambers[k] & _dilate(bodies[k], settings.vessel_attach_mm, spacing)
+    # Beyond the run, follow the heart slice by slice: each cap slice keeps what lies
+    # near the slice before it, as the atria and the apex shift and shrink.
+    n_cap = int(settings.heart_cap_mm / z_mm + 1e-6)
+    for step, start in ((-1, run[0]), (1, run[-1])):
+        for k in range(start + step, start + step * (n_cap + 1), step):
+            if not 0 <= k < len(chambers) or not kept[k - step].any():
+                break
+            kept[k] = chambers[k] & _dilate(kept[k - step], settings.vessel_attach_mm, spacing)
+    return kept
+
+
+def _volume_thresholds(
+    coarse: np.ndarray, settings: SegmentationSettings
+) -> tuple[float | None, float]:
+    """Air/tissue threshold (k=2, mean of centroids) and bone threshold (k=3, brightest)."""
+    values = np.clip(np.rint(coarse), _AIR_HU, 3071).astype(np.int32) - int(_AIR_HU)
+    counts = np.bincount(values.ravel(), minlength=3071 - int(_AIR_HU) + 1).astype(float)
+    levels = np.arange(len(counts), dtype=float) + _AIR_HU
+    air_tissue = _kmeans_1d(levels, counts, 2)
+    if air_tissue is None or air_tissue[1] - air_tissue[0] < 300.0:
+        return None, settings.bone_min_hu  # no body in view: only air (or only tissue)
+    air_hu = float(np.mean(air_tissue))
+    tissue = levels > air_hu
+    bone_centroids = _kmeans_1d(levels[tissue], counts[tissue], 3)
+    bone_hu = settings.bone_min_hu
+    if bone_centroids is not None:
+        bone_hu = max(float(bone_centroids[-1]), settings.bone_min_hu)
+    return air_hu, bone_hu
+
+
+def _kmeans_1d(
+    levels: np.ndarray, counts: np.ndarray, k: int, iterations: int = 50
+) -> np.ndarray | None:
+    """Sorted centroids of a weighted 1-D K-means (Lloyd), started at count quantiles."""
+    total = counts.sum()
+    if total <= 0 or np.count_nonzero(counts) < k:
+        return None
+    cumulative = np.cumsum(counts) / total
+    centroids = levels[np.searchsorted(cumulative, (np.arange(k) + 0.5) / k)].astype(float)
+    for _ in range(iterations):
+        edges = 0.5 * (centroids[1:] + centroids[:-1])
+        cluster = np.searchsorted(edges, levels)
+        weight = np.bincount(cluster, counts, minlength=k)
+        moment = np.bincount(cluster, counts * levels, minlength=k)
+        updated = np.where(weight > 0, moment / np.maximum(weight, 1e-12), centroids)
+        if np.allclose(updated, centroids):
+            break
+        centroids = np.sort(updated)
+    return centroids
+
+
+def _spine_front_row(
+    bone: np.ndarray, body: np.ndarray, settings: SegmentationSettings
+) -> int | None:
+    """Anterior edge (row) of the vertebral column: bone present in most slices, in the
+    posterior half of the body, the largest such blob."""
+    slices_with_body = body.any(axis=(1, 2))
+    if not slices_with_body.any():
+        return None
+    persistent = bone[slices_with_body].mean(axis=0) >= settings.spine_persistence
+    labels, n = ndimage.label(persistent)
+    if n == 0:
+        return None
+    body_rows = np.flatnonzero(body.any(axis=(0, 2)))
+    middle_row = 0.5 * (body_rows[0] + body_rows[-1])
+    sizes = np.bincount(labels.ravel())[1:]
+    centres = ndimage.center_of_mass(persistent, labels, np.arange(1, n + 1))
+    best, best_size = None, 0
+    for label, (size, centre) in enumerate(zip(sizes, centres, strict=True), start=1):
+        if centre[0] > middle_row and size > best_size:
+            best, best_size = label, size
+    if best is None:
+        return None
+    return int(np.flatnonzero((labels == best).any(axis=1))[0])
+
+
+# ---------------------------------------------------------------------------------------
+# Full resolution
+
+
+def _pericardial_margin(
+    hu: np.ndarray,
+    signed: np.ndarray,
+    factors: tuple[int, int],
+    spacing: tuple[float, float],
+    settings: SegmentationSettings,
+) -> float:
+    """Distance (mm) from the chambers' surface to the outside of the pericardium.
+
+    The fibrous pericardium is a thin line of soft tissue between the epicardial fat
+    inside and the mediastinal fat outside. Round the chambers, the median HU of the fat
+    and soft tissue at each distance dips in the epicardial fat and peaks on that line;
+    the median over many slices finds it where no single ray would.
+    """
+    step_mm = 0.5
+    n_bins = int(settings.pericardium_search_mm / step_mm)
+    on_chambers = np.flatnonzero((signed <= 0).any(axis=(1, 2)))
+    middle = on_chambers[len(on_chambers) // 4 : len(on_chambers) - len(on_chambers) // 4]
+    distances, values = [], []
+    for k in middle[::2]:
+        window = _coarse_window(signed[k] <= settings.pericardium_search_mm)
+        full = _full_window(window, factors, hu.shape[1:])
+        distance = _upsample(signed[k][window], factors, full, window)
+        hu_k = hu[k][full]
+        ring = (distance > 0) & (distance < settings.pericardium_search_mm)
+        ring &= (hu_k > -300) & (hu_k < THRESHOLD_HU)  # fat and soft tissue, no lung or bone
+        distances.append(distance[ring])
+        values.append(hu_k[ring])
+    if not distances:
+        return settings.default_pericardial_margin_mm
+    distance = np.concatenate(distances)
+    value = np.concatenate(values).astype(np.float32)
+    bins = np.minimum((distance / step_mm).astype(int), n_bins - 1)
+    order = np.argsort(bins, kind="stable")
+    bins, value = bins[order], value[order]
+    starts = np.searchsorted(bins, np.arange(n_bins + 1))
+    profile = np.full(n_bins, np.nan)
+    for i in range(n_bins):
+        if starts[i + 1] - starts[i] >= 50:
+            profile[i] = np.median(value[starts[i] : starts[i + 1]])
+    # The first peak after the fat minimum, standing out of it by the minimum contrast.
+    # Skip the partial volume of the chambers' own edge.
+    valid = np.flatnonzero(np.isfinite(profile))
+    valid = valid[valid * step_mm >= settings.pericardium_min_distance_mm]
+    if len(valid) < 3:
+        return settings.default_pericardial_margin_mm
+    low = valid[0]
+    for i in valid:
+        if profile[i] < profile[low]:
+            low = i
+        elif profile[i] - profile[low] >= settings.pericardium_min_contrast_hu:
+            peak = i
+            while peak + 1 < n_bins and np.nan_to_num(profile[peak + 1], nan=-1e9) >= profile[peak]:
+                peak += 1
+            return (peak + 0.5) * step_mm + settings.pericardium_half_thickness_mm
+    return settings.default_pericardial_margin_mm
+
+
+def _coarse_window(mask: np.ndarray) -> tuple[slice, slice]:
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    if len(rows) == 0:
+        return slice(0, 0), slice(0, 0)
+    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+
+
+def _full_window(
+    window: tuple[slice, slice], factors: tuple[int, int], shape: tuple[int, int]
+) -> tuple[slice, slice]:
+    return tuple(
+        slice(min(w.start * f, n), min(w.stop * f, n))
+        for w, f, n in zip(window, factors, shape, strict=True)
+    )
+
+
+def _upsample(
+    patch: np.ndarray,
+    factors: tuple[int, int],
+    full: tuple[slice, slice],
+    window: tuple[slice, slice],
+) -> np.ndarray:
+    """Bilinear upsampling of a coarse patch onto the full-resolution pixels of `full`.
+
+    Coarse pixel centres sit at (i + 0.5) * f - 0.5 in full-resolution pixels."""
+    axes = []
+    for w, fw, f in zip(window, full, factors, strict=True):
+        axes.append((np.arange(fw.start, fw.stop) + 0.5) / f - 0.5 - w.start)
+    rows, cols = axes
+    r0 = np.clip(np.floor(rows).astype(int), 0, max(patch.shape[0] - 2, 0))
+    c0 = np.clip(np.floor(cols).astype(int), 0, max(patch.shape[1] - 2, 0))
+    r1 = np.minimum(r0 + 1, patch.shape[0] - 1)
+    c1 = np.minimum(c0 + 1, patch.shape[1] - 1)
+    tr = np.clip(rows - r0, 0.0, 1.0).astype(np.float32)[:, None]
+    tc = np.clip(cols - c0, 0.0, 1.0).astype(np.float32)[None, :]
+    patch = patch.astype(np.float32, copy=False)
+    top = patch[r0][:, c0] * (1 - tc) + patch[r0][:, c1] * tc
+    bottom = patch[r1][:, c0] * (1 - tc) + patch[r1][:, c1] * tc
+    return top * (1 - tr) + bottom * tr
+
+
+def _add_touching_calcium(
+    heart: np.ndarray,
+    hu: np.ndarray,
+    spacing: tuple[float, float],
+    no_calcium: np.ndarray,
+    factors: tuple[int, int],
+    settings: SegmentationSettings,
+) -> None:
+    """Add whole each calcium component at the edge of the mask (in place).
+
+    A coronary plaque sits in the epicardial fat at the edge of the mask; cutting it, or
+    leaving it just outside, would change its Agatston score. A component is added when
+    it comes within `calcium_gap_mm` of the mask and no pixel of it lies farther out
+    than `calcium_reach_mm`: a rib or the sternum reaches farther (or is larger than
+    `max_calcium_area_mm2`) and stays out, and so does calcium on the vessels behind
+    the heart (`no_calcium`, on the coarse grid).
+    """
+    max_pixels = settings.max_calcium_area_mm2 / (spacing[0] * spacing[1])
+    pad = int(np.ceil(settings.calcium_reach_mm / min(spacing))) + 1
+    for k in np.flatnonzero(heart.any(axis=(1, 2))):
+        window = _coarse_window(heart[k])
+        box = tuple(
+            slice(max(w.start - pad, 0), min(w.stop + pad, n))
+            for w, n in zip(window, heart.shape[1:], strict=True)
+        )
+        calcium = hu[k][box] >= THRESHOLD_HU
+        if not calcium.any():
+            continue
+        distance = ndimage.distance_transform_edt(~heart[k][box], sampling=spacing)
+        near = calcium & (distance > 0) & (distance <= settings.calcium_gap_mm)
+        if not near.any():
+            continue
+        # Components are labelled on the whole slice: one may reach beyond the box.
+        labels, _ = ndimage.label(hu[k] >= THRESHOLD_HU, _EIGHT_CONNECTED)
+        box_labels = labels[box]
+        for label in np.unique(box_labels[near]):
+            component = labels == label
+            n_pixels = int(component.sum())
+            inside_box = box_labels == label
+            if n_pixels > max_pixels or int(inside_box.sum()) < n_pixels:
+                continue
+            if distance[inside_box].max() > settings.calcium_reach_mm:
+                continue
+            rows, cols = np.nonzero(component)
+            if no_calcium[k][rows // factors[0], cols // factors[1]].any():
+                continue
+            heart[k] |= component
+
+
+# ---------------------------------------------------------------------------------------
+# Morphology helpers (radii in mm, via Euclidean distance transforms)
+
+
+def _open(mask: np.ndarray, radius_mm: float, sampling) -> np.ndarray:
+    """Opening by a disc (2-D) or ball (3-D) of `radius_mm`; sampling = pixel size in mm."""
+    if radius_mm <= 0 or not mask.any():
+        return mask.copy()
+    inner = ndimage.distance_transform_edt(mask, sampling=sampling) > radius_mm
+    if not inner.any():
+        return np.zeros_like(mask)
+    return ndimage.distance_transform_edt(~inner, sampling=sampling) <= radius_mm
+
+
+def _close(mask: np.ndarray, radius_mm: float, sampling) -> np.ndarray:
+    """Closing by a disc or ball: dilation then erosion, both by distance transforms."""
+    if radius_mm <= 0 or not mask.any():
+        return mask.copy()
+    dilated = _dilate(mask, radius_mm, sampling)
+    return ndimage.distance_transform_edt(dilated, sampling=sampling) > radius_mm
+
+
+def _dilate(mask: np.ndarray, radius_mm: float, sampling) -> np.ndarray:
+    if radius_mm <= 0 or not mask.any():
+        return mask.copy()
+    return ndimage.distance_transform_edt(~mask, sampling=sampling) <= radius_mm
+
+
+def _largest_component(mask: np.ndarray) -> np.ndarray:
+    labels, n = ndimage.label(mask)
+    if n <= 1:
+        return mask.copy()
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    return labels == np.argmax(sizes)
+
+
+def _remove_small(mask: np.ndarray, min_pixels: float) -> np.ndarray:
+    labels, n = ndimage.label(mask)
+    if n == 0:
+        return mask
+    sizes = np.bincount(labels.ravel())
+    keep = sizes >= min_pixels
+    keep[0] = False
+    return keep[labels]
+
+
+def _convex_hull(mask: np.ndarray) -> np.ndarray:
+    """Filled convex hull of a 2-D mask (pixel centres), from the row extremes and qhull."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if len(rows) == 0:
+        return mask.copy()
+    first = np.argmax(mask[rows], axis=1)
+    last = mask.shape[1] - 1 - np.argmax(mask[rows, ::-1], axis=1)
+    points = np.concatenate(
+        [np.stack([rows, first], axis=1), np.stack([rows, last], axis=1)]
+    ).astype(float)
+    try:
+        hull = ConvexHull(points)
+    except QhullError:  # a line or a point: its row extents are already its hull
+        hull_mask = np.zeros_like(mask)
+        for r, c0, c1 in zip(rows, first, last, strict=True):
+            hull_mask[r, c0 : c1 + 1] = True
+        return hull_mask
+    # Each facet: a * row + b * col + offset <= 0 inside; solve for col on each row.
+    a, b, offset = hull.equations[:, 0], hull.equations[:, 1], hull.equations[:, 2]
+    row_range = np.arange(rows[0], rows[-1] + 1, dtype=float)
+    rhs = -(a[None, :] * row_range[:, None] + offset[None, :])
+    eps = 1e-6
+    with np.errstate(divide="ignore", invalid="ignore"):
+        bound = rhs / b[None, :]
+    lower = np.where(b < -eps, bound, -np.inf).max(axis=1)
+    upper = np.where(b > eps, bound, np.inf).min(axis=1)
+    cols = np.arange(mask.shape[1], dtype=float)
+    inside = (cols[None, :] >= lower[:, None] - 1e-6) & (cols[None, :] <= upper[:, None] + 1e-6)
+    hull_mask = np.zeros_like(mask)
+    hull_mask[rows[0] : rows[-1] + 1] = inside
+    return hull_mask | mask
+
+
+def _block_mean(hu: np.ndarray, factors: tuple[int, int]) -> np.ndarray:
+    """Mean of f_r x f_c blocks of each slice (edges padded with air)."""
+    fr, fc = factors
+    s, r, c = hu.shape
+    pr, pc = -r % fr, -c % fc
+    if pr or pc:
+        hu = np.pad(hu, ((0, 0), (0, pr), (0, pc)), constant_values=_AIR_HU)
+    blocks = hu.reshape(s, (r + pr) // fr, fr, (c + pc) // fc, fc)
+    return blocks.sum(axis=(2, 4), dtype=np.float32) / np.float32(fr * fc)
+
+
+def _pair(pixel_spacing_mm: float | tuple[float, float]) -> tuple[float, float]:
+    values = np.atleast_1d(np.asarray(pixel_spacing_mm, dtype=float)).ravel()
+    if values.size == 1:
+        values = np.repeat(values, 2)
+    if values.size != 2 or not np.all(np.isfinite(values)) or np.any(values <= 0):
+        raise SegmentationError(f"pixel spacing must be one or two positive mm, got {values}")
+    return float(values[0]), float(values[1])
+
+
+# ---------------------------------------------------------------------------------------
+# Quality control against a known truth (synthetic cohort)
+
+
+def segmentation_scores(
+    heart_mask_pred: np.ndarray,
+    heart_mask_true: np.ndarray,
+    hu: np.ndarray,
+    lesion_labels: np.ndarray,
+    lesion_kind: np.ndarray,
+    pixel_spacing_mm: float | tuple[float, float],
+) -> dict:
+    """Dice of the heart mask and how many true coronary lesions it holds whole.
+
+    A lesion is what the Agatston score counts: an 8-connected component, in one slice,
+    of coronary-lesion pixels >= 130 HU with an area >= 1 mm^2. It is inside when every
+    such pixel of it is inside the predicted mask.
+    """
+    pred = np.asarray(heart_mask_pred, dtype=bool)
+    true = np.asarray(heart_mask_true, dtype=bool)
+    if pred.shape != true.shape or pred.shape != np.shape(hu):
+        raise SegmentationError(
+            f"shapes differ: prediction {pred.shape}, truth {true.shape}, hu {np.shape(hu)}"
+        )
+    spacing = _pair(pixel_spacing_mm)
+    true_area = true.sum(axis=(1, 2))
+    pred_area = pred.sum(axis=(1, 2))
+    overlap = (pred & true).sum(axis=(1, 2))
+    heart_slices = true_area > 0
+    dice_per_slice = 2.0 * overlap[heart_slices] / (true_area + pred_area)[heart_slices]
+    total = int(true_area.sum() + pred_area.sum())
+
+    coronary_ids = np.flatnonzero(np.asarray(lesion_kind) == "coronary")
+    coronary = np.isin(lesion_labels, coronary_ids[coronary_ids > 0]) & (
+        np.asarray(hu) >= THRESHOLD_HU
+    )
+    min_pixels = MIN_AREA_MM2 / (spacing[0] * spacing[1])
+    n_lesions = n_inside = 0
+    for k in np.flatnonzero(coronary.any(axis=(1, 2))):
+        labels, n = ndimage.label(coronary[k], _EIGHT_CONNECTED)
+        sizes = np.bincount(labels.ravel(), minlength=n + 1)
+        outside = np.bincount(labels[~pred[k]], minlength=n + 1)
+        lesion = sizes >= min_pixels
+        lesion[0] = False
+        n_lesions += int(lesion.sum())
+        n_inside += int((lesion & (outside == 0)).sum())
+
+    return {
+        "dice_heart_slices": float(dice_per_slice.mean()) if heart_slices.any() else float("nan"),
+        "n_heart_slices": int(heart_slices.sum()),
+        "n_nonheart_slices": int((~heart_slices).sum()),
+        "nonempty_rate_nonheart": (
+            float((pred_area[~heart_slices] > 0).mean()) if (~heart_slices).any() else float("nan")
+        ),
+        "n_lesions": n_lesions,
+        "n_lesions_inside": n_inside,
+        "lesion_inside_fraction": n_inside / n_lesions if n_lesions else float("nan"),
+        "dice_volume": 2.0 * int(overlap.sum()) / total if total else 1.0,
+    }
