@@ -1,12 +1,15 @@
-# A two-job workflow for tests/test_slurm.py: `ok` succeeds and records the SLURM job it ran in,
-# `fails` exits 1. Run through the SLURM profile, Snakemake must report the failed rule and its
-# SLURM job, and (keep-going) still finish `ok`.
+# A small workflow for tests/test_slurm.py, run through the SLURM profile: `ok` succeeds,
+# `fails` exits 1, and `train_model` stands in for the training rule (not written yet), which
+# profiles/slurm's set-resources sends to partition `gpu` with one GPU. Each job that works
+# records the SLURM job and partition it ran in. Snakemake must report the failed rule and its
+# SLURM job, and (keep-going) still finish the others.
 
 
 rule all:
     input:
         "ok.txt",
         "fails.txt",
+        "train_model.txt",
 
 
 rule ok:
@@ -25,3 +28,12 @@ rule fails:
         "logs/fails.log",
     shell:
         "echo 'cacflow test: this rule fails on purpose' > {log}; exit 1"
+
+
+rule train_model:
+    output:
+        "train_model.txt",
+    log:
+        "logs/train_model.log",
+    shell:
+        'echo "slurm_job_id=$SLURM_JOB_ID slurm_partition=$SLURM_JOB_PARTITION" > {output} 2> {log}'
