@@ -1,0 +1,110 @@
+"""How long Snakemake takes to plan the workflow for a cohort of the paper's size, and how
+many cluster submissions the plan becomes.
+
+A dry run (`snakemake -n`) of the default workflow with a 2,300-patient synthetic cohort (no
+images are made: a dry run only plans), once with every per-patient rule a job of its own
+and once with the per-patient group `patient` batched by `--group-components patient=N`.
+Submissions are the jobs a cluster executor would submit: group jobs, plus the non-local
+jobs outside groups (local rules such as the merged tables run on the submitting host).
+
+    .venv/bin/python benchmarks/dag_scale.py [--patients 2300] [--group-size 20] [--record]
+
+`--record` appends the table to docs/benchmarks.md. Target: a DAG in <= 15 s.
+"""
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+from _common import REPO_ROOT, append_section
+
+SNAKEMAKE = Path(sys.executable).parent / "snakemake"
+TARGET_S = 15.0
+
+
+def dry_run(workdir: Path, config: Path, *extra: str) -> tuple[float, str]:
+    cmd = [
+        str(SNAKEMAKE), "--snakefile", str(REPO_ROOT / "Snakefile"), "--directory", str(workdir),
+        "--configfile", str(config), "--cores", "1", "--dry-run", *extra,
+    ]  # fmt: skip
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return time.perf_counter() - start, proc.stdout + proc.stderr
+
+
+# Rules that run on the submitting host (localrule: True, or no execution at all).
+LOCAL_RULES = {"all", "synth_tables", "qc_series", "qc_segmentation", "qc_datasets"}
+LOCAL_RULES |= {"dataset_manifest"}
+GROUPED_RULES = {"synth_patient", "ingest_patient", "segment_patient", "datasets_patient"}
+
+
+def job_stats(output: str) -> dict[str, int]:
+    """Jobs per rule from the first 'Job stats' table of a dry run."""
+    lines = output.splitlines()
+    start = lines.index("Job stats:") + 3
+    stats = {}
+    for line in lines[start:]:
+        rule, number = line.split()
+        if rule == "total":
+            return stats
+        stats[rule] = int(number)
+    raise ValueError("Job stats table without a total line")
+
+
+def count(output: str) -> tuple[int, int, int]:
+    """(jobs, group jobs, cluster submissions) of a dry run's output."""
+    stats = job_stats(output)
+    groups = output.count("Group job ")
+    ungrouped = sum(n for rule, n in stats.items() if rule not in LOCAL_RULES | GROUPED_RULES)
+    return sum(stats.values()), groups, groups + ungrouped
+
+
+def version() -> str:
+    proc = subprocess.run([str(SNAKEMAKE), "--version"], check=True, capture_output=True, text=True)
+    return proc.stdout.strip()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--patients", type=int, default=2300)
+    parser.add_argument("--group-size", type=int, default=20)
+    parser.add_argument("--record", action="store_true", help="append to docs/benchmarks.md")
+    args = parser.parse_args(argv)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="cacflow-dag-") as tmp:
+        config = Path(tmp) / "cohort.yaml"
+        config.write_text(yaml.safe_dump({"synthetic": {"patients": args.patients}}))
+        for label, extra in (
+            ("one job per rule and patient", ()),
+            (
+                f"--group-components patient={args.group_size}",
+                ("--group-components", f"patient={args.group_size}"),
+            ),
+        ):
+            seconds, output = dry_run(Path(tmp) / "work", config, *extra)
+            rows.append((label, seconds, *count(output)))
+    lines = [
+        "| plan | DAG + dry run, s | jobs | group jobs | cluster submissions | ratio to 15 s |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for label, seconds, jobs, groups, submissions in rows:
+        lines.append(
+            f"| {label} | {seconds:.1f} | {jobs} | {groups} | {submissions} | "
+            f"{seconds / TARGET_S:.2f} |"
+        )
+    table = "\n".join(lines)
+    print(table)
+    if args.record:
+        append_section(
+            "dag_scale",
+            f"{args.patients} synthetic patients (dry run: no images), snakemake {version()}",
+            table,
+        )
+
+
+if __name__ == "__main__":
+    main()
