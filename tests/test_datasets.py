@@ -239,7 +239,7 @@ def test_handmade_images(handmade):
     assert edge[: int(299 * 14.5 / 40)].max() == 0
     assert edge[int(299 * 16 / 40) : int(299 * 24 / 40)].min() > 0  # the heart itself
     assert not (out / "segmented" / "P1" / "P1_0013.png").exists()
-    assert sorted(p.name for p in (out / "cropped" / "P1").iterdir()) == sorted(
+    assert sorted(p.name for p in (out / "cropped" / "P1").glob("*.png")) == sorted(
         [f"P1_0011_t{n}.png" for n in range(1, 10)] + [f"P1_0012_t{n}.png" for n in range(1, 10)]
     )
 
@@ -297,8 +297,17 @@ def test_every_image_has_its_size_and_manifest_row(built6, syn6):
         assert len(rows) == n_rows
         for row in rows:
             assert read_grey(out / dataset / row["path"]).shape == (size, size)
-        on_disk = {p.name for p in (out / dataset / "SYN0006").iterdir()}
+        on_disk = {p.name for p in (out / dataset / "SYN0006").glob("*.png")}
         assert on_disk == {Path(row["path"]).name for row in rows}
+        # Lesion masks: one per calcium image that shows lesion pixels, none for the others.
+        masks = {row["lesion_mask"] for row in rows if row["lesion_mask"]}
+        assert masks == {
+            p.relative_to(out / dataset).as_posix()
+            for p in (out / dataset / "SYN0006" / "lesion").glob("*.png")
+        }
+        assert all(row["label"] == "calcium" for row in rows if row["lesion_mask"])
+        if dataset == "cropped":
+            assert all(row["lesion_mask"] for row in rows if row["label"] == "calcium")
     assert not [p for p in out.rglob("*") if p.name.endswith((".part", ".old"))]
     segmented = {r["slice"] for r in manifest(out, "segmented", "SYN0006")}
     assert segmented == {
@@ -374,11 +383,17 @@ def test_every_coronary_lesion_lands_bright_in_a_calcium_tile(built6, syn6):
             )
             assert (tile["label"], tile["cac_class"]) == ("calcium", cac_class(score)), tile
             image = read_grey(out / "cropped" / tile["path"])
+            # The tile's lesion mask (for relabelling after augmentation) covers them too.
+            mask = read_grey(out / "cropped" / tile["lesion_mask"])
+            assert float(tile["pixel_mm"]) == pytest.approx(
+                (row1 - row0) * np.sqrt(pixel_area) / 299, rel=1e-4
+            )
             for i in ids:
                 r, c = np.nonzero(shown & (components == i))
                 if r.size:
                     u, v = to_image(r, c, box_of(tile), 299)
                     assert image[u, v].max() >= GREY_130 - 2, (tile, i)
+                    assert (mask[u, v] == 255).all(), (tile, i)
                     n_lesions_checked += 1
         # A calcium slice whose lesions lie in the heart has a calcium tile.
         label = syn6["slice_labels"][instance]

@@ -63,6 +63,8 @@ MANIFEST_COLUMNS = (
     "row1",
     "col0",
     "col1",
+    "pixel_mm",
+    "lesion_mask",
 )
 CALCIUM, NO_CALCIUM = "calcium", "no_calcium"
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
@@ -227,11 +229,36 @@ def _cut(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
     return out
 
 
-def _resized(image: np.ndarray, size: int) -> np.ndarray:
+def _resized(image: np.ndarray, size: int, nearest: bool = False) -> np.ndarray:
     if image.shape == (size, size):
         return image
     picture = Image.fromarray(np.ascontiguousarray(image))
-    return np.asarray(picture.resize((size, size), Image.Resampling.BILINEAR))
+    method = Image.Resampling.NEAREST if nearest else Image.Resampling.BILINEAR
+    return np.asarray(picture.resize((size, size), method))
+
+
+def _lesion_mask_file(
+    folder: Path,
+    patient_id: str,
+    name: str,
+    lesion_pixels: np.ndarray | None,
+    box: tuple[int, int, int, int],
+    size: int | None,
+    level: int,
+) -> str:
+    """Write the lesion pixels of an image's box as an 8-bit mask beside it (255 = lesion,
+    resized like the image, nearest neighbour) under `<patient>/lesion/`; return its path
+    relative to the dataset folder, or "" when the box holds no lesion pixel."""
+    if lesion_pixels is None:
+        return ""
+    mask = _cut(lesion_pixels.astype(np.uint8) * np.uint8(255), box)
+    if not mask.any():
+        return ""
+    if size is not None:
+        mask = _resized(mask, size, nearest=True)
+    (folder / "lesion").mkdir(exist_ok=True)
+    (folder / "lesion" / name).write_bytes(png_bytes(mask, level))
+    return f"{patient_id}/lesion/{name}"
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -336,6 +363,7 @@ def build_patient_datasets(
     _check_instances(patient_id, instances, hu.shape[0], slice_labels)
     pixel_area_mm2 = _pixel_area_mm2(patient_id, pixel_spacing_mm)
     score_per_weight = pixel_area_mm2 * float(slice_spacing_mm) / REFERENCE_SPACING_MM
+    pixel_mm = float(np.sqrt(pixel_area_mm2))  # the side of a (square) slice pixel
 
     grey = window_to_uint8(hu, settings.window_center_hu, settings.window_width_hu)
     if lesion_mask is not None:
@@ -362,41 +390,6 @@ def build_patient_datasets(
         stem = f"{patient_id}_{instance:04d}"
         common = {"patient_id": patient_id, "slice": instance}
 
-        name = f"{stem}.png"
-        (folders["original"] / name).write_bytes(png_bytes(grey[k], level))
-        rows["original"].append(
-            {
-                **common,
-                "tile": 0,
-                "path": f"{patient_id}/{name}",
-                "label": slice_label,
-                "cac_class": slice_class,
-                "label_source": slice_source,
-                **_box_columns((0, n_rows, 0, n_cols)),
-            }
-        )
-
-        box = heart_box(heart_mask[k], settings.grid) if has_heart[k] else None
-        if box is None:
-            n_dropped += 1
-            n_calcium_dropped += int(label.calcium)
-            continue
-        square = _cut(np.where(heart_mask[k], grey[k], np.uint8(0)), box)
-        name = f"{stem}.png"
-        image = _resized(square, settings.segmented_size)
-        (folders["segmented"] / name).write_bytes(png_bytes(image, level))
-        rows["segmented"].append(
-            {
-                **common,
-                "tile": 0,
-                "path": f"{patient_id}/{name}",
-                "label": slice_label,
-                "cac_class": slice_class,
-                "label_source": slice_source,
-                **_box_columns(box),
-            }
-        )
-
         if lesion_mask is not None:
             source = "lesion_map"
             look = bool(has_candidates[k])
@@ -406,6 +399,66 @@ def build_patient_datasets(
             source = "hu_candidates" if label.calcium else "label_table"
             look = label.calcium and bool(has_candidates[k])
         weights = _lesion_weights(candidates[k], hu[k], pixel_area_mm2) if look else None
+        # The qualifying lesion pixels of the slice, carried into every image as a mask so a
+        # later transform (augmentation) can recompute the label.
+        lesion_pixels = weights > 0 if weights is not None else None
+
+        name = f"{stem}.png"
+        (folders["original"] / name).write_bytes(png_bytes(grey[k], level))
+        whole = (0, n_rows, 0, n_cols)
+        rows["original"].append(
+            {
+                **common,
+                "tile": 0,
+                "path": f"{patient_id}/{name}",
+                "label": slice_label,
+                "cac_class": slice_class,
+                "label_source": slice_source,
+                **_box_columns(whole),
+                "pixel_mm": f"{pixel_mm:.5g}",
+                "lesion_mask": _lesion_mask_file(
+                    folders["original"], patient_id, name, lesion_pixels, whole, None, level
+                )
+                if slice_label == CALCIUM
+                else "",
+            }
+        )
+
+        box = heart_box(heart_mask[k], settings.grid) if has_heart[k] else None
+        if box is None:
+            n_dropped += 1
+            n_calcium_dropped += int(label.calcium)
+            continue
+        square = _cut(np.where(heart_mask[k], grey[k], np.uint8(0)), box)
+        in_heart = lesion_pixels & heart_mask[k] if lesion_pixels is not None else None
+        name = f"{stem}.png"
+        image = _resized(square, settings.segmented_size)
+        (folders["segmented"] / name).write_bytes(png_bytes(image, level))
+        side = box[1] - box[0]
+        rows["segmented"].append(
+            {
+                **common,
+                "tile": 0,
+                "path": f"{patient_id}/{name}",
+                "label": slice_label,
+                "cac_class": slice_class,
+                "label_source": slice_source,
+                **_box_columns(box),
+                "pixel_mm": f"{side * pixel_mm / settings.segmented_size:.5g}",
+                "lesion_mask": _lesion_mask_file(
+                    folders["segmented"],
+                    patient_id,
+                    name,
+                    in_heart,
+                    box,
+                    settings.segmented_size,
+                    level,
+                )
+                if slice_label == CALCIUM
+                else "",
+            }
+        )
+
         if weights is not None:
             # Only what the segmented image shows can make a tile calcium.
             weights[~heart_mask[k]] = 0
@@ -429,6 +482,18 @@ def build_patient_datasets(
                     "cac_class": tile_class,
                     "label_source": source,
                     **_box_columns(tile_box),
+                    "pixel_mm": f"{(r1 - r0) * pixel_mm / settings.tile_size:.5g}",
+                    "lesion_mask": _lesion_mask_file(
+                        folders["cropped"],
+                        patient_id,
+                        name,
+                        in_heart,
+                        tile_box,
+                        settings.tile_size,
+                        level,
+                    )
+                    if tile_label == CALCIUM
+                    else "",
                 }
             )
         n_calcium_tiles += n_positive
