@@ -14,6 +14,7 @@ include: "workflow/rules/synth.smk"
 include: "workflow/rules/ingest.smk"
 include: "workflow/rules/segment.smk"
 include: "workflow/rules/datasets.smk"
+include: "workflow/rules/splits.smk"
 
 
 rule all:
@@ -26,3 +27,6 @@ rule all:
         "results/qc/segmentation.tsv",
         "results/qc/datasets.tsv",
         expand("results/datasets/{dataset}/manifest.tsv", dataset=DATASETS),
+        "results/splits/patients.tsv",
+        expand("results/augmented/{dataset}/manifest.tsv", dataset=DATASETS),
+        "results/figures/augmentation.png",

@@ -51,3 +51,40 @@ def run_snakemake(repo_root, tiny_config):
         return proc
 
     return run
+
+
+@pytest.fixture(scope="session")
+def mini_datasets(tmp_path_factory) -> Path:
+    """The three datasets of two real synthetic patients at 160 px, made by the library as the
+    workflow does: SYN0006 (coronary calcium, Agatston > 400) and SYN0001 (none).
+    Returns the results folder (datasets/<dataset>/manifest.tsv below it)."""
+    import io
+
+    from cacflow.pipeline import StudySettings, process_study
+    from cacflow.synth import SynthSettings, synth_patient
+    from cacflow.tables import read_tsv, write_tsv
+
+    root = tmp_path_factory.mktemp("mini")
+    cohort, results = root / "cohort", root / "results"
+    ids = ["SYN0001", "SYN0006"]
+    for pid in ids:
+        synth_patient(cohort, pid, SynthSettings(size=160))
+        process_study(
+            cohort / "dicom" / pid,
+            root / pid,
+            pid,
+            StudySettings(),
+            read_tsv(cohort / "labels" / f"{pid}.tsv"),
+            cohort / "truth" / f"{pid}.npz",
+            log=io.StringIO(),
+        )
+    for dataset in ("original", "segmented", "cropped"):
+        rows = []
+        for pid in ids:
+            source = root / pid / "datasets" / dataset
+            (results / "datasets" / dataset).mkdir(parents=True, exist_ok=True)
+            (source / pid).rename(results / "datasets" / dataset / pid)
+            rows += read_tsv(source / "manifest.tsv")
+        columns = list(rows[0])
+        write_tsv(results / "datasets" / dataset / "manifest.tsv", rows, columns)
+    return results

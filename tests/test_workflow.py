@@ -11,7 +11,7 @@ import yaml
 from PIL import Image
 from snakemake.utils import validate
 
-TINY_PATIENTS = ["SYN0001", "SYN0002", "SYN0003", "SYN0004"]
+TINY_PATIENTS = [f"SYN{i:04d}" for i in range(1, 7)]
 
 
 def planned_jobs(proc: subprocess.CompletedProcess) -> dict[str, int]:
@@ -79,14 +79,16 @@ def test_bad_config_value_is_named(tmp_path, run_snakemake, synthetic, key):
 
 PER_PATIENT = ("synth_patient", "ingest_patient", "segment_patient", "datasets_patient")
 MERGED = {"synth_tables": 1, "qc_series": 1, "qc_segmentation": 1, "qc_datasets": 1}
+SPLITS = {"make_splits": 1, "augment_dataset": 3, "augmentation_figure": 1}
 
 
 def test_dry_run_plans_one_job_per_patient(tmp_path, run_snakemake):
     proc = run_snakemake(tmp_path, "--dry-run")
     assert planned_jobs(proc) == {
-        **dict.fromkeys(PER_PATIENT, 4),
+        **dict.fromkeys(PER_PATIENT, 6),
         **MERGED,
         "dataset_manifest": 3,
+        **SPLITS,
         "all": 1,
     }
 
@@ -99,7 +101,7 @@ def test_tiny_synthetic_cohort_end_to_end(tmp_path, run_snakemake):
     labels = pd.read_csv(cohort / "labels.tsv", sep="\t", dtype={"patient_id": str})
     assert sorted(labels["patient_id"].unique()) == TINY_PATIENTS
     patients = pd.read_csv(cohort / "truth" / "patients.tsv", sep="\t", dtype=str)
-    assert len(patients) == 4
+    assert len(patients) == 6
     for patient in TINY_PATIENTS:
         slices = sorted((cohort / "dicom" / patient).glob("*.dcm"))
         assert slices, f"no DICOM files for {patient}"
@@ -133,15 +135,29 @@ def test_tiny_synthetic_cohort_end_to_end(tmp_path, run_snakemake):
     # The HU volumes are temporary: gone once the datasets are made.
     assert not list(results.glob("ingest/*.npz"))
 
+    # Whole patients go to the splits, each split holding both classes; only training
+    # patients are augmented.
+    splits = pd.read_csv(results / "splits" / "patients.tsv", sep="\t", dtype=str)
+    assert sorted(splits["patient_id"]) == TINY_PATIENTS
+    for split, group in splits.groupby("split"):
+        assert set(group["calcium"]) == {"0", "1"}, (split, group)
+    training = set(splits.loc[splits["split"] == "train", "patient_id"])
+    for dataset in sizes:
+        augmented = pd.read_csv(results / "augmented" / dataset / "manifest.tsv", sep="\t")
+        assert len(augmented) > 0
+        assert set(augmented["patient_id"]) <= training
+    assert (results / "figures" / "augmentation.png").stat().st_size > 0
+
     assert planned_jobs(run_snakemake(tmp_path, "--dry-run")) == {}
 
     # A larger cohort adds patients; the ones already written stay as they are.
     larger = tmp_path / "larger.yaml"
-    larger.write_text(yaml.safe_dump({"synthetic": {"patients": 5, "size": 96}}))
+    larger.write_text(yaml.safe_dump({"synthetic": {"patients": 7, "seed": 2, "size": 96}}))
     proc = run_snakemake(tmp_path, "--dry-run", configfile=larger)
     assert planned_jobs(proc) == {
         **dict.fromkeys(PER_PATIENT, 1),
         **MERGED,
         "dataset_manifest": 3,
+        **SPLITS,
         "all": 1,
     }

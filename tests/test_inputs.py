@@ -1,0 +1,123 @@
+"""The tf.data input pipeline: what it reads per split, batches, class balance, on-the-fly
+augmentation equal to the materialized one, determinism."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cacflow.augment import AugmentSettings, augment_dataset, forward_matrices, sample_params, warp
+from cacflow.inputs import (
+    LeakError,
+    PipelineSettings,
+    build_pipeline,
+    image_table,
+    kept_lesion_area_mm2,
+    warp_batch,
+)
+from cacflow.tables import read_tsv
+
+SPLIT = {"SYN0006": "train", "SYN0001": "validation"}
+
+
+@pytest.fixture(scope="module")
+def segmented(mini_datasets, tmp_path_factory):
+    root = mini_datasets / "datasets" / "segmented"
+    rows = read_tsv(root / "manifest.tsv")
+    augmented_root = tmp_path_factory.mktemp("augmented")
+    augmented = augment_dataset(rows, root, SPLIT, augmented_root, AugmentSettings(), 42)
+    return root, rows, augmented_root, read_tsv(augmented_root / "manifest.tsv"), augmented
+
+
+def test_each_split_reads_only_its_patients(segmented):
+    root, rows, augmented_root, augmented, _ = segmented
+    train = image_table(rows, root, SPLIT, "train", augmented, augmented_root)
+    validation = image_table(rows, root, SPLIT, "validation")
+    n_train = sum(r["patient_id"] == "SYN0006" for r in rows)
+    assert len(train) == n_train + len(augmented)
+    assert set(train.patients) == {"SYN0006"}
+    assert set(validation.patients) == {"SYN0001"}
+    validation_files = {str(root / r["path"]) for r in rows if r["patient_id"] == "SYN0001"}
+    assert set(validation.files) == validation_files
+    assert not validation_files & set(train.files)
+    pipeline = build_pipeline(train, PipelineSettings(), training=True, seed=1)
+    assert pipeline.files == train.files
+
+
+def test_augmented_image_of_a_validation_patient_is_a_leak(segmented):
+    root, rows, augmented_root, augmented, _ = segmented
+    leaked = [{**augmented[0], "patient_id": "SYN0001"}]
+    with pytest.raises(LeakError, match="not a training patient"):
+        image_table(rows, root, SPLIT, "train", leaked, augmented_root)
+    with pytest.raises(LeakError, match="training only"):
+        image_table(rows, root, SPLIT, "validation", augmented, augmented_root)
+    with pytest.raises(LeakError, match="not in the split table"):
+        image_table(rows, root, {"SYN0006": "train"}, "train")
+
+
+def test_batches_and_class_balance(segmented):
+    root, rows, *_ = segmented
+    table = image_table(rows, root, SPLIT, "train")  # both classes; not shuffled below
+    pipeline = build_pipeline(table, PipelineSettings(batch_size=8), training=False, seed=1)
+    labels = []
+    for images, batch_labels in pipeline.dataset:
+        assert images.dtype == tf.float32 and images.shape[1:] == (299, 299, 3)
+        assert 0.0 <= float(tf.reduce_min(images)) and float(tf.reduce_max(images)) <= 1.0
+        labels += batch_labels.numpy().tolist()
+    # Evaluation keeps the manifest order.
+    assert labels == table.labels.tolist()
+    counts = pipeline.class_counts
+    assert counts["calcium"] > 0 and counts["no_calcium"] > 0
+    assert counts["calcium"] + counts["no_calcium"] == len(table)
+    weights = pipeline.class_weights
+    assert weights[0] * counts["no_calcium"] == pytest.approx(weights[1] * counts["calcium"])
+
+
+def test_on_the_fly_transform_equals_the_materialized_one(segmented):
+    root, rows, *_ = segmented
+    image = np.asarray(tf.io.decode_png(tf.io.read_file(str(root / rows[5]["path"])))[..., 0])
+    params = sample_params(np.random.default_rng(0), AugmentSettings(), 4)
+    forward = forward_matrices(params, *image.shape)
+    forward_tf = forward_matrices(tf.constant(params, tf.float32), *image.shape, xp=tf)
+    np.testing.assert_allclose(forward_tf.numpy(), forward, rtol=1e-4, atol=1e-3)
+    batch = np.repeat(image[None, ..., None], 4, axis=0)
+    warped = warp_batch(batch, forward_tf).numpy()[..., 0]
+    for k in range(4):
+        expected = warp(image, forward[k]).astype(float)
+        inner = (slice(5, -5), slice(5, -5))
+        assert np.abs(warped[k][inner] - expected[inner]).mean() < 0.5
+
+
+def test_on_the_fly_labels_match_the_materialized_ones(segmented):
+    root, rows, _, _, augmented = segmented
+    sources = {r["path"]: r for r in rows}
+    calcium = [r for r in augmented if sources[r["source_path"]]["label"] == "calcium"]
+    assert calcium
+    for row in calcium:
+        source = sources[row["source_path"]]
+        mask = tf.io.decode_png(tf.io.read_file(str(root / source["lesion_mask"])))[..., 0]
+        points = tf.RaggedTensor.from_tensor(tf.cast(tf.where(mask > 127), tf.float32)[None])
+        params = np.array([[float(row[k]) for k in ("rotation_deg", "shear_deg", "zoom",
+                                                     "flip", "shift_x", "shift_y")]])  # fmt: skip
+        forward = forward_matrices(params, *mask.shape)
+        area = float(source["pixel_mm"]) ** 2
+        kept = kept_lesion_area_mm2(points, forward, tf.constant([area]), *mask.shape)
+        assert float(kept[0]) == pytest.approx(float(row["lesion_area_mm2"]), rel=1e-3)
+
+
+def test_on_the_fly_pipeline_is_deterministic(segmented):
+    tf.config.experimental.enable_op_determinism()
+    root, rows, augmented_root, augmented, _ = segmented
+    table = image_table(rows, root, SPLIT, "train", augmented, augmented_root)
+    settings = PipelineSettings(on_the_fly=True, batch_size=4)
+
+    def first_batches(seed):
+        pipeline = build_pipeline(table, settings, True, seed, AugmentSettings())
+        return [(x.numpy(), y.numpy()) for x, y in pipeline.dataset.take(3)]
+
+    a, b, c = first_batches(5), first_batches(5), first_batches(6)
+    for (xa, ya), (xb, yb) in zip(a, b, strict=True):
+        assert np.array_equal(xa, xb) and np.array_equal(ya, yb)
+    assert not all(np.array_equal(xa, xc) for (xa, _), (xc, _) in zip(a, c, strict=True))
+    # Augmented: batches differ from the plain decoded images of the same files.
+    labels = np.concatenate([y for _, y in a])
+    assert set(labels.tolist()) <= {0, 1}

@@ -1,0 +1,267 @@
+"""tf.data input pipelines over the dataset manifests and the patient split table.
+
+One pipeline per (dataset, split). Its file list is built from the manifests and
+``results/splits/patients.tsv`` only: the images of the split's patients, plus, for
+``train``, the materialized augmented images (whose patients must all be training patients,
+else `LeakError`). `InputPipeline.files` is that list, so tests and callers can check that
+no validation or test image is read by training.
+
+Design (tf.data performance guide; the 5x target of the input benchmark):
+
+- PNGs are read with ``tf.io`` and decoded once, single-channel, into a uint8 cache;
+- on-the-fly augmentation (optional, training only) works on whole batches: ONE projective
+  resampling per batch (``ImageProjectiveTransformV3``) with the maps of
+  `cacflow.augment.forward_matrices`, instead of one Keras layer per transform;
+- labels stay true on the fly as in the materialized augmentation: the source lesion pixels
+  (kept per image as a ragged list of coordinates, decoded from ``lesion_mask``) are mapped
+  with the same matrices and counted inside the frame;
+- grey values become float32 in [0, 1] and are repeated to the model's channels last.
+
+Random draws are stateless, seeded per batch from ``tf.data.Dataset.random(seed)``, so a
+pipeline is reproducible under a seed even with parallel maps.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from .augment import IDENTITY, AugmentSettings, forward_matrices, params_from_uniform
+from .splits import SPLITS
+
+CLASSES = ("no_calcium", "calcium")  # class index = position
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+class LeakError(ValueError):
+    """An image of a validation or test patient would reach training (or a stale table)."""
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """Fed from the workflow's ``input_pipeline:`` config section."""
+
+    batch_size: int = 8
+    channels: int = 3  # repeated from the grey image at the end (ImageNet networks take 3)
+    cache: bool = True  # decoded uint8 images in memory
+    shuffle_buffer: int = 10000
+    on_the_fly: bool = False  # augment training batches (the materialized ones are added anyway)
+    include_augmented: bool = True  # training reads results/augmented/<dataset>/manifest.tsv
+
+    @classmethod
+    def from_config(cls, config: Mapping) -> PipelineSettings:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in config.items() if k in known})
+
+
+@dataclass(frozen=True)
+class ImageTable:
+    """What a pipeline reads: one entry per image."""
+
+    files: tuple[str, ...]
+    labels: np.ndarray  # int32 class index (CLASSES)
+    patients: tuple[str, ...]
+    pixel_area_mm2: np.ndarray  # float32, area of one stored pixel
+    lesion_masks: tuple[str, ...]  # "" where none
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+
+@dataclass
+class InputPipeline:
+    dataset: tf.data.Dataset  # yields (float32 [batch, h, w, channels], int32 [batch])
+    table: ImageTable
+    class_counts: dict[str, int]
+    class_weights: dict[int, float]  # for model.fit(class_weight=...), balanced
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        return self.table.files
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        return -(-len(self.table) // batch_size)
+
+
+def image_table(
+    manifest_rows: Sequence[Mapping],
+    dataset_root: Path,
+    split_of: Mapping[str, str],
+    split: str,
+    augmented_rows: Sequence[Mapping] = (),
+    augmented_root: Path | None = None,
+) -> ImageTable:
+    """The images of one split: rows of the split's patients; for ``train`` also the
+    augmented rows (all of training patients). Unlabelled rows are left out."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    unknown = sorted({str(r["patient_id"]) for r in manifest_rows} - set(split_of))
+    if unknown:
+        raise LeakError(f"patients with images but not in the split table: {unknown}")
+    entries = [
+        (Path(dataset_root), r) for r in manifest_rows if split_of[str(r["patient_id"])] == split
+    ]
+    if augmented_rows and split != "train":
+        raise LeakError(f"augmented images are for training only, not {split}")
+    for row in augmented_rows:
+        if split_of.get(str(row["patient_id"])) != "train":
+            raise LeakError(
+                f"augmented image {row['path']} is of {row['patient_id']}, who is not a "
+                f"training patient ({split_of.get(str(row['patient_id']), 'no split')})"
+            )
+        entries.append((Path(augmented_root), row))
+    entries = [(root, r) for root, r in entries if r["label"] in CLASSES]
+
+    def joined(root: Path, relative: str) -> str:
+        return str(root / relative) if relative else ""
+
+    return ImageTable(
+        files=tuple(joined(root, r["path"]) for root, r in entries),
+        labels=np.array([CLASSES.index(r["label"]) for _, r in entries], dtype=np.int32),
+        patients=tuple(str(r["patient_id"]) for _, r in entries),
+        pixel_area_mm2=np.array([float(r["pixel_mm"]) ** 2 for _, r in entries], np.float32),
+        lesion_masks=tuple(joined(root, r.get("lesion_mask", "")) for root, r in entries),
+    )
+
+
+def class_balance(labels: np.ndarray) -> tuple[dict[str, int], dict[int, float]]:
+    """Images per class and balanced class weights (n / (classes x n_class))."""
+    counts = np.bincount(np.asarray(labels, dtype=int), minlength=len(CLASSES))
+    weights = {
+        k: float(len(labels) / (len(CLASSES) * n)) if n else 0.0 for k, n in enumerate(counts)
+    }
+    return dict(zip(CLASSES, map(int, counts), strict=True)), weights
+
+
+def build_pipeline(
+    table: ImageTable,
+    settings: PipelineSettings,
+    training: bool,
+    seed: int,
+    augment: AugmentSettings | None = None,
+) -> InputPipeline:
+    """Batches of (images, labels) from an `ImageTable`. Training shuffles and, with
+    ``settings.on_the_fly`` and `augment` given, augments each batch."""
+    if len(table) == 0:
+        raise ValueError("no images to read")
+    height, width = _image_size(table.files[0])
+    on_the_fly = training and settings.on_the_fly and augment is not None
+    has_mask = np.array([bool(m) for m in table.lesion_masks])
+    # A calcium image without a lesion mask cannot be relabelled: it is never transformed.
+    augmentable = (table.labels == 0) | has_mask
+    sources = tf.data.Dataset.from_tensor_slices(
+        (
+            list(table.files),
+            table.labels,
+            table.pixel_area_mm2,
+            list(table.lesion_masks),
+            augmentable,
+        )
+    )
+
+    def load(path, label, area, mask_path, can_augment):
+        image = tf.io.decode_png(tf.io.read_file(path), channels=1)
+        image = tf.ensure_shape(image, (height, width, 1))
+        if not on_the_fly:
+            return image, label
+        points = tf.cond(
+            tf.strings.length(mask_path) > 0,
+            lambda: tf.cast(
+                tf.where(tf.io.decode_png(tf.io.read_file(mask_path), channels=1)[..., 0] > 127),
+                tf.float32,
+            ),
+            lambda: tf.zeros((0, 2), tf.float32),
+        )
+        return image, label, area, points, can_augment
+
+    ds = sources.map(load, num_parallel_calls=AUTOTUNE)
+    if settings.cache:
+        ds = ds.cache()
+    if training:
+        ds = ds.shuffle(min(settings.shuffle_buffer, len(table)), seed=seed)
+    if on_the_fly:
+        ds = ds.ragged_batch(settings.batch_size)
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip((ds, seeds))
+        ds = ds.map(
+            lambda batch, pair: _augment_batch(batch, pair, augment, height, width, settings),
+            num_parallel_calls=AUTOTUNE,
+        )
+    else:
+        ds = ds.batch(settings.batch_size)
+        ds = ds.map(
+            lambda images, labels: (_to_model(images, settings.channels), labels),
+            num_parallel_calls=AUTOTUNE,
+        )
+    ds = ds.prefetch(AUTOTUNE)
+    counts, weights = class_balance(table.labels)
+    return InputPipeline(ds, table, counts, weights)
+
+
+def _image_size(path: str) -> tuple[int, int]:
+    """(height, width) of the first image: every image of a dataset has the same size."""
+    image = tf.io.decode_png(tf.io.read_file(path), channels=1)
+    return int(image.shape[0]), int(image.shape[1])
+
+
+def _to_model(images: tf.Tensor, channels: int) -> tf.Tensor:
+    images = tf.cast(images, tf.float32) * (1.0 / 255.0)
+    return tf.repeat(images, channels, axis=-1) if channels > 1 else images
+
+
+def _augment_batch(batch, seed_pair, augment: AugmentSettings, height, width, settings):
+    images, labels, areas, points, can_augment = batch
+    n = tf.shape(images)[0]
+    uniform = tf.random.stateless_uniform((n, 6), seed=seed_pair, dtype=tf.float32)
+    params = params_from_uniform(uniform, augment, tf)
+    params = tf.where(can_augment[:, None], params, tf.constant(IDENTITY, tf.float32)[None])
+    forward = forward_matrices(params, height, width, tf)
+    warped = warp_batch(images, forward)
+    kept_mm2 = kept_lesion_area_mm2(points, forward, areas, height, width)
+    relabel = can_augment & (labels == 1)
+    keeps_lesion = tf.cast(kept_mm2 >= augment.min_lesion_area_mm2, tf.int32)
+    labels = tf.where(relabel, keeps_lesion, labels)
+    images = warped * (1.0 / 255.0)
+    if settings.channels > 1:
+        images = tf.repeat(images, settings.channels, axis=-1)
+    return images, labels
+
+
+def warp_batch(images: tf.Tensor, forward: tf.Tensor) -> tf.Tensor:
+    """Images (batch, h, w, c) resampled through the forward maps (batch, 3, 3) in one
+    bilinear projective transform; float32 grey levels, black outside the source."""
+    height, width = images.shape[1], images.shape[2]
+    inverse = tf.linalg.inv(tf.cast(forward, tf.float32))
+    transforms = tf.reshape(inverse, (-1, 9))[:, :8] / inverse[:, 2:3, 2]
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=tf.cast(images, tf.float32),
+        transforms=transforms,
+        output_shape=[height, width],
+        fill_value=0.0,
+        interpolation="BILINEAR",
+        fill_mode="CONSTANT",
+    )
+
+
+def kept_lesion_area_mm2(
+    points: tf.RaggedTensor, forward: tf.Tensor, pixel_area_mm2: tf.Tensor, height, width
+) -> tf.Tensor:
+    """Per image, the area of its source lesion pixels (ragged (row, col) lists) that the
+    forward maps keep inside the frame, as `cacflow.augment.kept_points` counts them."""
+    rows = points.value_rowids()
+    yx = points.flat_values
+    m = tf.gather(tf.cast(forward, tf.float32), rows)
+    x = m[:, 0, 0] * yx[:, 1] + m[:, 0, 1] * yx[:, 0] + m[:, 0, 2]
+    y = m[:, 1, 0] * yx[:, 1] + m[:, 1, 1] * yx[:, 0] + m[:, 1, 2]
+    inside = (x >= -0.5) & (x < width - 0.5) & (y >= -0.5) & (y < height - 0.5)
+    n = tf.shape(forward)[0]
+    kept = tf.math.unsorted_segment_sum(tf.cast(inside, tf.float32), rows, n)
+    return kept * pixel_area_mm2
