@@ -1,31 +1,39 @@
-"""Heart segmentation on non-contrast chest CT by K-means and mathematical morphology.
+"""Heart segmentation on non-contrast cardiac CT by K-means and mathematical morphology.
 
-Method after Rim et al., "Deep learning in physiological signals ... coronary artery
-calcium" (Sensors 2021, 21, 2675), section "Heart segmentation": a K-means threshold
-(k=2, mean of the two centroids) separates the body from the outside air; a convex hull
-of the body holds the lungs; the convex hull of the lungs holds the heart; a second
-K-means (k=3, brightest centroid) finds bone, and everything behind the front of the
-spine is removed; what remains, refined, is the heart.
+Method after Rim et al., Sensors 2021, 21, 2675 (as summarised in
+../shared/reference.md): a K-means threshold (k=2, mean of the two centroids) separates
+the body from the outside air and a convex hull of the body holds the lungs; the lungs'
+convex hull holds the heart; a K-means with k=3 (brightest centroid) finds bone, and the
+region behind the front of the spine is removed; what remains, refined, is the heart.
 
-Done a volume at a time, not a slice at a time, for speed and robustness:
-- the thresholds come from one K-means per volume (on the histogram of all voxels);
-- the coarse masks are built on a ~2 mm grid (block means of the image), where every
-  structuring element is a disc or ball whose radius is given in millimetres, so the
-  result does not depend on the field of view or the matrix size;
-- morphology uses distance transforms (an opening of radius r is a threshold of two
-  Euclidean distance transforms), far cheaper than large structuring elements;
-- the spine position is taken from bone that persists along the volume (ribs move from
-  slice to slice, the vertebral column does not);
-- the heart chambers are the largest 3-D component of soft tissue left after an opening
-  that breaks the thin links to the great vessels, the liver and the descending aorta;
-  the mask is the chambers grown by the epicardial fat and pericardium, stopped at the
-  lungs, the spine and the other soft-tissue structures;
-- the mask comes back to full resolution by linear interpolation of a smoothed coarse
-  mask; calcium touching the mask is added whole, so no coronary lesion is cut in two.
+Done a volume at a time, not slice by slice, for speed and for the context it gives:
+- one K-means per volume, on the histogram of all voxels, sets the thresholds;
+- the masks are built on a coarse grid (blocks of pixels, about 2 mm), and every
+  structuring element is a disc whose radius is in millimetres, so the result does not
+  depend on the field of view or the matrix; large discs go through Euclidean distance
+  transforms (an opening is two thresholded transforms), small ones are footprints;
+- the spine is bone that persists along the volume (ribs move from slice to slice);
+- the chambers (blood and myocardium) are soft tissue between the lungs after an
+  opening that cuts the thin links to the great vessels, oesophagus, descending aorta and
+  liver; of the 3-D blobs left, the heart is the one wrapped in the most fat (the
+  epicardial fat; the liver, which can be larger, borders lung and muscle). Slices above
+  and below the run of slices with a heart-sized blob are followed slice by slice for a
+  few millimetres (the atria and aortic root, the apex); farther out there are only
+  vessels or abdomen;
+- the mask is the chambers grown, in 3-D, by the depth of the pericardium: the distance
+  at which the median HU round the chambers peaks on the thin pericardial line between
+  epicardial and mediastinal fat, measured on the volume. The growth stops at the lungs,
+  at organs reaching out of the lungs' hull (chest wall, liver), and a few millimetres
+  short of free-standing mediastinal structures (descending aorta, oesophagus);
+- the distance field is interpolated to full resolution (a smooth boundary), and
+  calcium at the edge of the mask is added whole, so that no coronary plaque is cut,
+  unless it lies on the vessels behind the heart (the aortic wall).
 
-Assumptions: `hu` is in Hounsfield units (non-contrast; blood and myocardium ~40 HU,
-fat ~-100 HU), axial slices of a supine patient with anterior at the top (row 0), as
-DICOM stores them. Slice order (superior or inferior first) does not matter.
+Assumptions: `hu` is in Hounsfield units of a non-contrast scan (blood and myocardium
+~40 HU, fat ~-100 HU, lung < -500 HU), axial slices of a supine patient with anterior at
+row 0 as DICOM stores them, contiguous slices. The order of the slices (superior or
+inferior first) does not matter. A truncated field of view (lungs cut by the
+reconstruction circle) is fine; a field of view that cuts the heart is not.
 """
 
 from __future__ import annotations
@@ -39,6 +47,10 @@ from scipy.spatial import ConvexHull, QhullError
 from .agatston import MIN_AREA_MM2, THRESHOLD_HU
 
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+# Connectivity within a slice only, for labelling a stack of slices in one call.
+_IN_PLANE = np.zeros((3, 3, 3), dtype=bool)
+_IN_PLANE[1] = ndimage.generate_binary_structure(2, 1)
+_FAR_MM = 1e6  # slice spacing that keeps a distance transform within each slice
 _AIR_HU = -1024.0
 
 
@@ -50,7 +62,7 @@ class SegmentationError(ValueError):
 class SegmentationSettings:
     """Tunables of `segment_heart`; every length is in millimetres, every area in mm^2."""
 
-    working_spacing_mm: float = 2.0  # pixel size of the coarse grid of the masks
+    working_spacing_mm: float = 2.0  # pixel size (about) of the coarse grid of the masks
     default_slice_spacing_mm: float = 3.0  # used when the caller gives no slice spacing
     smoothing_mm: float = 1.0  # Gaussian smoothing of the coarse image against noise
     body_opening_mm: float = 3.0  # removes the table, cables and noise outside the body
@@ -67,7 +79,7 @@ class SegmentationSettings:
     chamber_opening_mm: float = 8.0  # breaks links to vessels, liver, oesophagus
     heart_min_radius_mm: float = 20.0  # a heart slice holds a disc this big; vessels do not
     vessel_attach_mm: float = 10.0  # chamber parts this far beyond that disc are vessels
-    heart_cap_mm: float = 10.0  # heart above and below the slices that hold such a disc
+    heart_cap_mm: float = 15.0  # heart above and below the slices that hold such a disc
     structure_min_radius_mm: float = 4.0  # soft tissue thinner than this does not block
     vessel_clearance_mm: float = 3.0  # kept between the mask and other soft tissue
     lung_clearance_mm: float = 2.0  # kept between the mask and the lungs
@@ -111,10 +123,7 @@ def segment_heart(
     heart = np.zeros(hu.shape, dtype=bool)
     if hu.size == 0:
         return heart
-    factors = (
-        max(1, round(settings.working_spacing_mm / spacing[0])),
-        max(1, round(settings.working_spacing_mm / spacing[1])),
-    )
+    factors = (_block_factor(spacing[0], settings), _block_factor(spacing[1], settings))
     coarse = _block_mean(hu, factors)
     coarse_spacing = (spacing[0] * factors[0], spacing[1] * factors[1])
     masks = _coarse_masks(coarse, coarse_spacing, z_mm, settings)
@@ -126,7 +135,7 @@ def segment_heart(
     sampling = (z_mm, *coarse_spacing)
     signed = ndimage.distance_transform_edt(~masks.chambers, sampling=sampling)
     signed -= ndimage.distance_transform_edt(masks.chambers, sampling=sampling)
-    margin = _pericardial_margin(hu, signed, factors, spacing, settings)
+    margin = _pericardial_margin(hu, signed, factors, settings)
     pixel_area = spacing[0] * spacing[1]
     for k in np.flatnonzero((signed <= margin).any(axis=(1, 2))):
         window = _coarse_window(signed[k] <= margin + max(coarse_spacing))
@@ -157,23 +166,21 @@ def _coarse_masks(
         coarse, (0.0, settings.smoothing_mm / spacing[0], settings.smoothing_mm / spacing[1])
     )
     pixel_area = spacing[0] * spacing[1]
-    n_slices = coarse.shape[0]
+    # Per-slice (2-D) morphology runs on the whole stack at once: a huge slice spacing
+    # keeps each distance transform within its slice.
+    plane = (_FAR_MM, *spacing)
 
-    body = np.zeros(coarse.shape, dtype=bool)
-    lungs = np.zeros_like(body)
-    lung_hull = np.zeros_like(body)
-    for k in range(n_slices):
-        foreground = _open(smooth[k] > air_hu, settings.body_opening_mm, spacing)
-        foreground = _largest_component(foreground)
-        if not foreground.any():
-            continue
+    foreground = _open(smooth > air_hu, settings.body_opening_mm, plane)
+    foreground = _largest_per_slice(foreground)
+    body = np.zeros_like(foreground)
+    for k in np.flatnonzero(foreground.any(axis=(1, 2))):
         # The hull also closes lungs that the field of view cuts open to the outside air.
-        body[k] = _convex_hull(foreground)
-        air = body[k] & (smooth[k] <= air_hu)
-        air = _open(air, settings.lung_opening_mm, spacing)
-        lungs[k] = _remove_small(air, settings.lung_min_area_mm2 / pixel_area)
-        if lungs[k].any():
-            lung_hull[k] = _convex_hull(lungs[k])
+        body[k] = _convex_hull(foreground[k])
+    air = _open(body & (smooth <= air_hu), settings.lung_opening_mm, plane)
+    lungs = _remove_small(air, settings.lung_min_area_mm2 / pixel_area)
+    lung_hull = np.zeros_like(body)
+    for k in np.flatnonzero(lungs.any(axis=(1, 2))):
+        lung_hull[k] = _convex_hull(lungs[k])
 
     behind_spine = np.zeros_like(body)
     spine_front_row = _spine_front_row(body & (smooth >= bone_hu), body, settings)
@@ -185,70 +192,62 @@ def _coarse_masks(
     candidate = soft & ~lungs & ~behind_spine
     # The opening is 2-D: a 3-D ball would also erase the apex and the top of the atria,
     # where the chambers shrink quickly from slice to slice.
-    chambers = np.zeros_like(body)
-    for k in range(n_slices):
-        chambers[k] = _open(candidate[k] & lung_hull[k], settings.chamber_opening_mm, spacing)
-    chambers = _most_heart_like(chambers, smooth, spacing, settings)
+    chambers = _open(candidate & lung_hull, settings.chamber_opening_mm, plane)
+    chambers = _most_heart_like(chambers, smooth, plane, settings)
     if not chambers.any():
         return None
     # Where the heart lies on the chest wall, the hull's chord between the lung tips cuts
     # through it: take the whole blob of each slice, within a wider hull. The opening
     # removes the band of chest wall that the wider hull lets in.
-    for k in np.flatnonzero(chambers.any(axis=(1, 2))):
-        wider = _dilate(lung_hull[k], settings.lung_hull_margin_mm, spacing)
-        blobs, n = ndimage.label(_open(candidate[k] & wider, settings.chamber_opening_mm, spacing))
-        touched = np.bincount(blobs[chambers[k]], minlength=n + 1) > 0
-        touched[0] = False
-        chambers[k] |= touched[blobs]
-    chambers = _heart_slices_only(chambers, spacing, z_mm, settings)
+    wider = _dilate(lung_hull, settings.lung_hull_margin_mm, plane)
+    blobs, n = ndimage.label(
+        _open(candidate & wider, settings.chamber_opening_mm, plane), _IN_PLANE
+    )
+    touched = np.bincount(blobs[chambers], minlength=n + 1) > 0
+    touched[0] = False
+    chambers |= touched[blobs]
+    chambers = _heart_slices_only(chambers, plane, z_mm, settings)
     if not chambers.any():
         return None
 
     # Lungs and other soft-tissue organs stop the heart; thin soft tissue (coronary
     # arteries, the pericardium itself) does not. Organs reaching out of the lungs' hull
-    # (chest wall, liver, diaphragm) only may not be entered: the heart lies against them. Free-standing ones in
-    # the mediastinum (descending aorta, oesophagus) are kept at a clearance, so the
-    # calcium of the aortic wall stays out.
+    # (chest wall, liver, diaphragm) only may not be entered: the heart lies against
+    # them. Free-standing ones in the mediastinum (descending aorta, oesophagus) are kept
+    # at a clearance, so the calcium of the aortic wall stays out.
     near_chambers = _dilate(chambers, settings.vessel_clearance_mm + 2.0, (z_mm, *spacing))
     # Bone counts as an organ too; small bright spots (calcium) do not, so that a plaque
     # next to the chest wall is not cut out of the mask.
-    dense = body & (smooth > settings.soft_tissue_min_hu) & ~chambers
-    max_calcium_pixels = settings.max_calcium_area_mm2 / pixel_area
-    allowed = body & ~behind_spine
-    no_calcium = np.zeros_like(body)
-    chambers_centre_row = float(np.mean(np.nonzero(chambers)[1]))
-    for k in range(n_slices):
-        bright = smooth[k] >= bone_hu
-        spots = bright & ~_remove_small(bright, max_calcium_pixels)
-        others = _open(dense[k] & ~spots, settings.structure_min_radius_mm, spacing)
-        others &= ~near_chambers[k]
-        organs, n = ndimage.label(others)
-        on_wall = np.zeros(n + 1, dtype=bool)
-        on_wall[np.unique(organs[others & ~lung_hull[k]])] = True
-        on_wall[0] = False
-        vessels = others & ~on_wall[organs]
-        around_vessels = _dilate(vessels, settings.vessel_clearance_mm, spacing)
-        blocked = _dilate(lungs[k], settings.lung_clearance_mm, spacing)
-        blocked |= on_wall[organs] | around_vessels
-        allowed[k] &= ~blocked
-        # Vessels behind the chambers' centre: descending aorta, oesophagus. Calcium on
-        # and round them is never added to the heart.
-        posterior = np.zeros(n + 1, dtype=bool)
-        for label, centre in zip(
-            range(1, n + 1), ndimage.center_of_mass(vessels, organs, range(1, n + 1)), strict=True
-        ):
-            posterior[label] = np.isfinite(centre[0]) and centre[0] > chambers_centre_row
-        no_calcium[k] = around_vessels & _dilate(
-            posterior[organs] & vessels, settings.vessel_clearance_mm, spacing
-        )
-    no_calcium |= behind_spine
+    bright = smooth >= bone_hu
+    spots = bright & ~_remove_small(bright, settings.max_calcium_area_mm2 / pixel_area)
+    dense = body & (smooth > settings.soft_tissue_min_hu) & ~chambers & ~spots
+    others = _open(dense, settings.structure_min_radius_mm, plane) & ~near_chambers
+    organs, n = ndimage.label(others, _IN_PLANE)
+    on_wall = np.zeros(n + 1, dtype=bool)
+    on_wall[np.unique(organs[others & ~lung_hull])] = True
+    on_wall[0] = False
+    vessels = others & ~on_wall[organs]
+    around_vessels = _dilate(vessels, settings.vessel_clearance_mm, plane)
+    blocked = _dilate(lungs, settings.lung_clearance_mm, plane)
+    blocked |= on_wall[organs] | around_vessels
+    allowed = body & ~behind_spine & ~blocked
+    # Vessels behind the chambers' centre (descending aorta, oesophagus): calcium on and
+    # round them is never added to the heart.
+    centre_row = float(np.mean(np.nonzero(chambers)[1]))
+    posterior = np.zeros(n + 1, dtype=bool)
+    if n:
+        rows = np.bincount(organs.ravel(), np.indices(organs.shape)[1].ravel(), n + 1)
+        counts = np.bincount(organs.ravel(), minlength=n + 1)
+        posterior[1:] = rows[1:] / np.maximum(counts[1:], 1) > centre_row
+    posterior &= ~on_wall
+    no_calcium = _dilate(posterior[organs], settings.vessel_clearance_mm, plane) | behind_spine
     return _CoarseMasks(chambers=chambers, allowed=allowed | chambers, no_calcium=no_calcium)
 
 
 def _most_heart_like(
     blobs: np.ndarray,
     smooth: np.ndarray,
-    spacing: tuple[float, float],
+    plane: tuple[float, float, float],
     settings: SegmentationSettings,
 ) -> np.ndarray:
     """The 3-D blob wrapped in the most fat: the heart, in its epicardial fat.
@@ -264,12 +263,10 @@ def _most_heart_like(
     contenders = np.argsort(sizes)[::-1][: settings.max_heart_candidates]
     contenders = contenders[sizes[contenders] > 0]
     fat = (smooth > settings.fat_min_hu) & (smooth < settings.soft_tissue_min_hu)
-    # A huge slice spacing keeps the distance transform to the plane of each slice.
-    in_plane = (1e6, *spacing)
     best, best_fat = contenders[0], -1
     for label in contenders:
         blob = labels == label
-        ring = _dilate(blob, settings.fat_ring_mm, in_plane) & ~blob
+        ring = _dilate(blob, settings.fat_ring_mm, plane) & ~blob
         n_fat = int(np.count_nonzero(ring & fat))
         if n_fat > best_fat:
             best, best_fat = label, n_fat
@@ -278,7 +275,7 @@ def _most_heart_like(
 
 def _heart_slices_only(
     chambers: np.ndarray,
-    spacing: tuple[float, float],
+    plane: tuple[float, float, float],
     z_mm: float,
     settings: SegmentationSettings,
 ) -> np.ndarray:
@@ -290,17 +287,16 @@ def _heart_slices_only(
     that blob are vessels. Up to `heart_cap_mm` beyond the run (the top of the atria and
     the aortic root, the apex) the chambers of the neighbouring slice are the reference.
     """
-    bodies = np.zeros_like(chambers)
-    for k in np.flatnonzero(chambers.any(axis=(1, 2))):
-        bodies[k] = _open(chambers[k], settings.heart_min_radius_mm, spacing)
+    bodies = _open(chambers, settings.heart_min_radius_mm, plane)
     has_body = bodies.any(axis=(1, 2))
     if not has_body.any():
         return np.zeros_like(chambers)
     runs, _ = ndimage.label(has_body)
     run = np.flatnonzero(runs == np.argmax(np.bincount(runs)[1:]) + 1)
+    spacing = plane[1:]
+    near = _dilate(bodies, settings.vessel_attach_mm, plane)
     kept = np.zeros_like(chambers)
-    for k in run:
-        kept[k] = chambers[k] & _dilate(bodies[k], settings.vessel_attach_mm, spacing)
+    kept[run] = chambers[run] & near[run]
     # Beyond the run, follow the heart slice by slice: each cap slice keeps what lies
     # near the slice before it, as the atria and the apex shift and shrink.
     n_cap = int(settings.heart_cap_mm / z_mm + 1e-6)
@@ -320,8 +316,9 @@ def _volume_thresholds(
     counts = np.bincount(values.ravel(), minlength=3071 - int(_AIR_HU) + 1).astype(float)
     levels = np.arange(len(counts), dtype=float) + _AIR_HU
     air_tissue = _kmeans_1d(levels, counts, 2)
+    # Air and tissue are ~1000 HU apart; two close centroids mean one of them is missing.
     if air_tissue is None or air_tissue[1] - air_tissue[0] < 300.0:
-        return None, settings.bone_min_hu  # no body in view: only air (or only tissue)
+        return None, settings.bone_min_hu
     air_hu = float(np.mean(air_tissue))
     tissue = levels > air_hu
     bone_centroids = _kmeans_1d(levels[tissue], counts[tissue], 3)
@@ -385,7 +382,6 @@ def _pericardial_margin(
     hu: np.ndarray,
     signed: np.ndarray,
     factors: tuple[int, int],
-    spacing: tuple[float, float],
     settings: SegmentationSettings,
 ) -> float:
     """Distance (mm) from the chambers' surface to the outside of the pericardium.
@@ -531,11 +527,18 @@ def _add_touching_calcium(
 
 
 # ---------------------------------------------------------------------------------------
-# Morphology helpers (radii in mm, via Euclidean distance transforms)
+# Morphology helpers (radii in mm)
 
 
 def _open(mask: np.ndarray, radius_mm: float, sampling) -> np.ndarray:
-    """Opening by a disc (2-D) or ball (3-D) of `radius_mm`; sampling = pixel size in mm."""
+    """Opening by a disc (2-D) or ball (3-D) of `radius_mm`; sampling = voxel size in mm.
+
+    With a slice spacing of `_FAR_MM` each slice of the stack is opened on its own."""
+    footprint = _small_footprint(radius_mm, sampling)
+    if footprint is not None:
+        return ndimage.binary_opening(mask, footprint)
+    if len(sampling) == 3 and sampling[0] >= _FAR_MM:
+        return _per_slice(_open, mask, radius_mm, sampling[1:])
     if radius_mm <= 0 or not mask.any():
         return mask.copy()
     inner = ndimage.distance_transform_edt(mask, sampling=sampling) > radius_mm
@@ -544,31 +547,62 @@ def _open(mask: np.ndarray, radius_mm: float, sampling) -> np.ndarray:
     return ndimage.distance_transform_edt(~inner, sampling=sampling) <= radius_mm
 
 
-def _close(mask: np.ndarray, radius_mm: float, sampling) -> np.ndarray:
-    """Closing by a disc or ball: dilation then erosion, both by distance transforms."""
-    if radius_mm <= 0 or not mask.any():
-        return mask.copy()
-    dilated = _dilate(mask, radius_mm, sampling)
-    return ndimage.distance_transform_edt(dilated, sampling=sampling) > radius_mm
-
-
 def _dilate(mask: np.ndarray, radius_mm: float, sampling) -> np.ndarray:
+    footprint = _small_footprint(radius_mm, sampling)
+    if footprint is not None:
+        return ndimage.binary_dilation(mask, footprint)
+    if len(sampling) == 3 and sampling[0] >= _FAR_MM:
+        return _per_slice(_dilate, mask, radius_mm, sampling[1:])
     if radius_mm <= 0 or not mask.any():
         return mask.copy()
     return ndimage.distance_transform_edt(~mask, sampling=sampling) <= radius_mm
 
 
-def _largest_component(mask: np.ndarray) -> np.ndarray:
-    labels, n = ndimage.label(mask)
-    if n <= 1:
+def _small_footprint(radius_mm: float, sampling) -> np.ndarray | None:
+    """The disc or ball of `radius_mm` as a footprint when it spans at most 5 pixels across.
+
+    Small structuring elements are cheaper as plain binary morphology than as distance
+    transforms; the footprint holds the pixels whose centres are within the radius."""
+    if radius_mm <= 0:
+        return None
+    half = [0 if s >= _FAR_MM else int(radius_mm / s + 1e-9) for s in sampling]
+    if max(half) > 2:
+        return None
+    grids = np.meshgrid(
+        *[np.arange(-h, h + 1) * min(s, 1e3) for h, s in zip(half, sampling, strict=True)],
+        indexing="ij",
+    )
+    return sum(g**2 for g in grids) <= radius_mm**2 + 1e-9
+
+
+def _per_slice(operation, mask: np.ndarray, radius_mm: float, spacing) -> np.ndarray:
+    """Apply a 2-D operation to each non-empty slice (an empty slice stays empty)."""
+    out = np.zeros_like(mask)
+    for k in np.flatnonzero(mask.any(axis=(1, 2))):
+        out[k] = operation(mask[k], radius_mm, spacing)
+    return out
+
+
+def _largest_per_slice(mask: np.ndarray) -> np.ndarray:
+    """The largest 2-D component of each slice of a stack."""
+    labels, n = ndimage.label(mask, _IN_PLANE)
+    if n == 0:
         return mask.copy()
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
-    return labels == np.argmax(sizes)
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    slice_of = np.zeros(n + 1, dtype=int)
+    slice_of[labels.ravel()] = np.repeat(np.arange(mask.shape[0]), mask[0].size)
+    keep = np.zeros(n + 1, dtype=bool)
+    for k in np.unique(slice_of[1:]):
+        ids = np.flatnonzero(slice_of == k)
+        ids = ids[ids > 0]
+        keep[ids[np.argmax(sizes[ids])]] = True
+    return keep[labels]
 
 
 def _remove_small(mask: np.ndarray, min_pixels: float) -> np.ndarray:
-    labels, n = ndimage.label(mask)
+    """Drop 2-D components (of each slice) smaller than `min_pixels`."""
+    structure = _IN_PLANE if mask.ndim == 3 else None
+    labels, n = ndimage.label(mask, structure)
     if n == 0:
         return mask
     sizes = np.bincount(labels.ravel())
@@ -608,6 +642,16 @@ def _convex_hull(mask: np.ndarray) -> np.ndarray:
     hull_mask = np.zeros_like(mask)
     hull_mask[rows[0] : rows[-1] + 1] = inside
     return hull_mask | mask
+
+
+def _block_factor(pixel_mm: float, settings: SegmentationSettings) -> int:
+    """Pixels per block: blocks of about `working_spacing_mm`, rather larger than smaller
+    (the cost of the coarse masks grows with the square of the number of blocks), but
+    never more than a quarter larger (coarser blocks bias the boundary)."""
+    factor = max(1, int(np.ceil(settings.working_spacing_mm / pixel_mm - 1e-6)))
+    if factor > 1 and factor * pixel_mm > 1.25 * settings.working_spacing_mm:
+        factor -= 1
+    return factor
 
 
 def _block_mean(hu: np.ndarray, factors: tuple[int, int]) -> np.ndarray:
@@ -666,13 +710,13 @@ def segmentation_scores(
     coronary = np.isin(lesion_labels, coronary_ids[coronary_ids > 0]) & (
         np.asarray(hu) >= THRESHOLD_HU
     )
-    min_pixels = MIN_AREA_MM2 / (spacing[0] * spacing[1])
+    pixel_area = spacing[0] * spacing[1]
     n_lesions = n_inside = 0
     for k in np.flatnonzero(coronary.any(axis=(1, 2))):
         labels, n = ndimage.label(coronary[k], _EIGHT_CONNECTED)
         sizes = np.bincount(labels.ravel(), minlength=n + 1)
         outside = np.bincount(labels[~pred[k]], minlength=n + 1)
-        lesion = sizes >= min_pixels
+        lesion = sizes * pixel_area >= MIN_AREA_MM2  # as the Agatston score counts them
         lesion[0] = False
         n_lesions += int(lesion.sum())
         n_inside += int((lesion & (outside == 0)).sum())
