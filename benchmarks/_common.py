@@ -51,7 +51,7 @@ def command_line() -> str:
     return shlex.join([str(python), str(script), *sys.argv[1:]])
 
 
-def append_section(name: str, details: str, table: str) -> None:
+def append_section(name: str, details: str, table: str, cores_used: str = "one") -> None:
     """Append a dated section to docs/benchmarks.md (written whole, then renamed)."""
     now = datetime.datetime.now().astimezone()
     usable_cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
@@ -62,7 +62,7 @@ def append_section(name: str, details: str, table: str) -> None:
             "",
             f"- machine: {cpu_model()}, {os.cpu_count()} cores"
             + (f" ({usable_cores} usable)" if usable_cores else "")
-            + "; the benchmark itself uses one",
+            + f"; the benchmark itself uses {cores_used}",
             f"- command: `{command_line()}`",
             f"- revision: {git_revision()}",
             f"- {details}",

@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> None:
             "dag_scale",
             f"{args.patients} synthetic patients (dry run: no images), snakemake {version()}",
             table,
+            cores_used="one (Snakemake plans on one core)",
         )
 
 

@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
             f"{n} random 299x299 grey PNGs (1 in 4 with a lesion mask), batch {BATCH}, "
             f"float32 RGB batches in [0, 1], the paper's transforms; all cores of the machine"
         )
-        append_section("input_pipeline", details, table_md)
+        append_section("input_pipeline", details, table_md, cores_used="all cores")
 
 
 if __name__ == "__main__":
