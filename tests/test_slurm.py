@@ -225,7 +225,7 @@ def test_tiny_cohort_runs_as_slurm_jobs(tmp_path, run_snakemake, repo_root, slur
         assert "--executor slurm-jobstep --jobs 1 " in log.read_text(), log
 
     # The merged tables are local rules: they ran on the submitting host, not in a SLURM job.
-    for rule in ("synth_tables", "qc_series", "qc_segmentation", "qc_datasets"):
+    for rule in ("qc_series", "qc_segmentation", "qc_datasets"):
         header = read_header(tmp_path / "results" / "logs" / f"{rule}.log")
         assert header["rule"] == rule, header
         assert "slurm_job_id" not in header, header

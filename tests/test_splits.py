@@ -103,9 +103,12 @@ def test_read_splits_refuses_an_unknown_split():
 
 
 @pytest.mark.slow
-def test_workflow_stops_with_the_error_on_the_tiny_cohort(tmp_path, run_snakemake):
-    # The four tiny patients have no coronary calcium: no split can hold both classes.
-    proc = run_snakemake(tmp_path, "results/splits/patients.tsv", check=False)
+def test_workflow_stops_with_the_error_on_a_cohort_too_small(tmp_path, run_snakemake):
+    # Four patients of seed 2021 at 96 px, none with coronary calcium: no split can hold both
+    # classes.
+    config = tmp_path / "small.yaml"
+    config.write_text("synthetic: {patients: 4, seed: 2021, size: 96}\n")
+    proc = run_snakemake(tmp_path, "results/splits/patients.tsv", configfile=config, check=False)
     assert proc.returncode != 0
     log = (tmp_path / "results" / "logs" / "make_splits.log").read_text()
     assert "at least 3 patients with calcium and 3 without are needed" in log
