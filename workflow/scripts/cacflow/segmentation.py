@@ -22,7 +22,8 @@ Done a volume at a time, not slice by slice, for speed and for the context it gi
   vessels or abdomen;
 - the mask is the chambers grown, in 3-D, by the depth of the pericardium: the distance
   at which the median HU round the chambers peaks on the thin pericardial line between
-  epicardial and mediastinal fat, measured on the volume. The growth stops at the lungs,
+  epicardial and mediastinal fat, measured on the volume, and a little more towards the
+  apex, where the slices cut the sac obliquely past the chambers' end. The growth stops at the lungs,
   at organs reaching out of the lungs' hull (chest wall, liver), and a few millimetres
   short of free-standing mediastinal structures (descending aorta, oesophagus);
 - the distance field is interpolated to full resolution (a smooth boundary), and
@@ -88,6 +89,8 @@ class SegmentationSettings:
     pericardium_min_contrast_hu: float = 25.0  # its line must stand out of the fat this much
     pericardium_half_thickness_mm: float = 0.6  # added to the distance of the line's centre
     default_pericardial_margin_mm: float = 6.0  # used when no pericardium line is found
+    apex_extra_margin_mm: float = 1.5  # added to the margin round the apex ...
+    apex_taper_mm: float = 6.0  # ... reached over this length up to the last chamber slice
     min_heart_area_mm2: float = 200.0  # slices with less heart are left empty
     max_calcium_area_mm2: float = 200.0  # calcium touching the mask is added up to this size
     calcium_gap_mm: float = 4.0  # calcium this close to the mask is added whole ...
@@ -137,16 +140,54 @@ def segment_heart(
     signed -= ndimage.distance_transform_edt(masks.chambers, sampling=sampling)
     margin = _pericardial_margin(hu, signed, factors, settings)
     pixel_area = spacing[0] * spacing[1]
-    for k in np.flatnonzero((signed <= margin).any(axis=(1, 2))):
-        window = _coarse_window(signed[k] <= margin + max(coarse_spacing))
+    margins = _margins_by_slice(masks.chambers, margin, coarse_spacing, z_mm, settings)
+    reach = signed <= margins[:, None, None]
+    for k in np.flatnonzero(reach.any(axis=(1, 2))):
+        margin_k = margins[k]
+        window = _coarse_window(signed[k] <= margin_k + max(coarse_spacing))
         full = _full_window(window, factors, hu.shape[1:])
         distance = _upsample(signed[k][window], factors, full, window)
         allowed = _upsample(masks.allowed[k][window].astype(np.float32), factors, full, window)
-        mask = ndimage.binary_fill_holes((distance <= margin) & (allowed >= 0.5))
+        mask = ndimage.binary_fill_holes((distance <= margin_k) & (allowed >= 0.5))
         if mask.sum() * pixel_area >= settings.min_heart_area_mm2:
             heart[k][full] = mask
     _add_touching_calcium(heart, hu, spacing, masks.no_calcium, factors, settings)
     return heart
+
+
+def _margins_by_slice(
+    chambers: np.ndarray,
+    margin: float,
+    spacing: tuple[float, float],
+    z_mm: float,
+    settings: SegmentationSettings,
+) -> np.ndarray:
+    """The pericardial margin (mm) of each slice, wider towards the apex.
+
+    At the apex the slices cut the sac obliquely and the fat lies thicker along the long
+    axis than round the ventricles; the chambers also end slices before the sac does. The
+    apex is the end of the chambers that lies the more anterior and to the patient's left
+    (higher column, lower row); the other end holds the atria and the great vessels.
+    """
+    margins = np.full(len(chambers), margin)
+    on_chambers = np.flatnonzero(chambers.any(axis=(1, 2)))
+    if len(on_chambers) < 4 or settings.apex_extra_margin_mm <= 0:
+        return margins
+    quarter = max(len(on_chambers) // 4, 1)
+    rows, cols = np.indices(chambers.shape[1:])
+    lean = (cols * spacing[1] - rows * spacing[0]).astype(np.float32)
+
+    def mean_lean(slices: np.ndarray) -> float:
+        part = chambers[slices]
+        return float(lean[part.any(axis=0)].mean()) if part.any() else 0.0
+
+    if mean_lean(on_chambers[-quarter:]) >= mean_lean(on_chambers[:quarter]):
+        from_apex = on_chambers[-1] - np.arange(len(chambers))
+    else:
+        from_apex = np.arange(len(chambers)) - on_chambers[0]
+    taper = max(settings.apex_taper_mm, z_mm)
+    ramp = np.clip(1.0 - from_apex * z_mm / taper, 0.0, 1.0)
+    return margins + settings.apex_extra_margin_mm * ramp
 
 
 # ---------------------------------------------------------------------------------------
