@@ -6,6 +6,7 @@ rule segment_patient:
             "__init__",
             "ingest",
             "segmentation",
+            "datasets",
             "agatston",
             "pipeline",
             "tables",

@@ -34,7 +34,7 @@ from .ingest import (
     volume_of,
 )
 from .segmentation import SegmentationSettings, segment_heart, segmentation_scores
-from .tables import write_tsv
+from .tables import save_npz, write_tsv
 
 SEGMENTATION_QC_COLUMNS = (
     "patient_id",
@@ -76,7 +76,7 @@ def save_segmentation(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".part.npz")
-    np.savez_compressed(
+    save_npz(
         partial,
         heart_mask=np.asarray(heart_mask, dtype=bool),
         instance_numbers=np.asarray(instance_numbers, dtype=np.int32),
@@ -95,16 +95,19 @@ def segment_volume(volume: Volume, settings: SegmentationSettings) -> np.ndarray
     )
 
 
-def _aligned_truth(truth_path: Path, instance_numbers: np.ndarray) -> dict[str, np.ndarray]:
-    """The truth arrays in the volume's slice order (matched by instance number)."""
+def _aligned_truth(
+    truth_path: Path, instance_numbers: np.ndarray, keys: tuple[str, ...]
+) -> dict[str, np.ndarray]:
+    """The truth arrays `keys` in the volume's slice order (matched by instance number);
+    only those are read (the truth file holds more, e.g. the noiseless HU)."""
     with np.load(truth_path) as data:
-        truth = {k: data[k] for k in data.files}
+        truth = {k: data[k] for k in ("instance_numbers", "lesion_kind", *keys)}
     index = {int(n): k for k, n in enumerate(truth["instance_numbers"])}
     missing = [int(n) for n in instance_numbers if int(n) not in index]
     if missing:
         raise ValueError(f"{truth_path.name}: no truth for instance numbers {missing[:5]}")
     order = np.array([index[int(n)] for n in instance_numbers], dtype=int)
-    for key in ("hu", "heart_mask", "lesion_labels", "noncoronary_calcium"):
+    for key in keys:
         truth[key] = truth[key][order]
     return truth
 
@@ -122,7 +125,9 @@ def segmentation_qc_row(
         mask_volume_ml=f"{heart_mask.sum() * voxel_ml:.1f}",
     )
     if truth_path is not None:
-        truth = _aligned_truth(Path(truth_path), volume.instance_numbers)
+        truth = _aligned_truth(
+            Path(truth_path), volume.instance_numbers, ("heart_mask", "lesion_labels")
+        )
         scores = segmentation_scores(
             heart_mask,
             truth["heart_mask"],
@@ -141,7 +146,7 @@ def segmentation_qc_row(
 # Datasets -------------------------------------------------------------------------------
 def coronary_lesion_mask(truth_path: Path, instance_numbers: np.ndarray) -> np.ndarray:
     """Pixels of true coronary lesions (synthetic truth) in the volume's slice order."""
-    truth = _aligned_truth(Path(truth_path), instance_numbers)
+    truth = _aligned_truth(Path(truth_path), instance_numbers, ("lesion_labels",))
     coronary = np.array([kind == "coronary" for kind in truth["lesion_kind"]], dtype=bool)
     return coronary[truth["lesion_labels"].astype(int)]
 

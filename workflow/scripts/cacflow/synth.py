@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import sys
-import zipfile
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, fields
@@ -34,7 +33,7 @@ import numpy as np
 from . import phantom
 from .agatston import agatston_score, cac_class
 from .dicom_io import SeriesGeometry, SeriesIdentity, write_ct_series
-from .tables import read_tsv, write_tsv
+from .tables import read_tsv, save_npz, write_tsv
 
 LABEL_COLUMNS = ("patient_id", "instance_number", "sop_instance_uid", "calcium", "cac_class")
 PATIENT_COLUMNS = (
@@ -230,14 +229,6 @@ def _write_npz(path: Path, patient: SimulatedPatient) -> None:
         acquisition=np.array(repr(asdict(acq))),
     )
     os.replace(partial, path)
-
-
-def save_npz(path: Path, **arrays: np.ndarray) -> None:
-    """An .npz that np.load reads, deflated at level 1: 3x faster than savez_compressed."""
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
-        for name, array in arrays.items():
-            with zf.open(f"{name}.npy", "w", force_zip64=True) as handle:
-                np.lib.format.write_array(handle, np.asanyarray(array), allow_pickle=False)
 
 
 _GIVEN = (
