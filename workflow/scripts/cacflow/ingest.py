@@ -39,6 +39,8 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import get_decoder
 from pydicom.uid import UID
 
+from .tables import save_npz
+
 # Sorting and geometry ------------------------------------------------------------------
 MAX_TILT_DEGREES = 30.0
 
@@ -671,26 +673,24 @@ def qc_rows(report: StudyReport) -> list[dict]:
 def save_volume(path: Path, report: StudyReport) -> None:
     """The ingested series for the next stages (uncompressed .npz, written atomically).
     A refused patient gets a file with `status` refused and no image."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".part.npz")
     if report.ct is None:
-        np.savez(partial, status="refused", reason=report.error.reason if report.error else "")
+        reason = report.error.reason if report.error else ""
+        save_npz(path, deflate=False, status=np.array("refused"), reason=np.array(reason))
     else:
         ct = report.ct
-        np.savez(
-            partial,
-            status="accepted",
+        save_npz(
+            path,
+            deflate=False,
+            status=np.array("accepted"),
             hu=ct.hu,
             pixel_spacing_mm=np.array(ct.pixel_spacing_mm),
-            slice_spacing_mm=ct.slice_spacing_mm,
-            slice_thickness_mm=ct.slice_thickness_mm,
+            slice_spacing_mm=np.float64(ct.slice_spacing_mm),
+            slice_thickness_mm=np.float64(ct.slice_thickness_mm),
             positions_mm=ct.positions_mm,
             instance_numbers=ct.instance_numbers,
             orientation=np.array(ct.orientation),
             origin_mm=np.array(ct.origin_mm),
         )
-    os.replace(partial, path)
 
 
 @dataclass

@@ -7,7 +7,6 @@ command line runs the same calls in sequence for one study.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -73,15 +72,11 @@ def save_segmentation(
     (empty arrays for a refused study)."""
     if heart_mask is None:
         heart_mask, instance_numbers = np.zeros((0, 0, 0), dtype=bool), np.zeros(0)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".part.npz")
     save_npz(
-        partial,
+        path,
         heart_mask=np.asarray(heart_mask, dtype=bool),
         instance_numbers=np.asarray(instance_numbers, dtype=np.int32),
     )
-    os.replace(partial, path)
 
 
 def load_segmentation(path: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -21,7 +21,6 @@ score, noise and partial volume included.
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor
@@ -212,10 +211,8 @@ def synth_patient(out_dir: Path, patient_id: str, settings: SynthSettings) -> di
 
 def _write_npz(path: Path, patient: SimulatedPatient) -> None:
     vol, acq = patient.volume, patient.acquisition
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".part")
     save_npz(
-        partial,
+        path,
         hu=vol.hu,
         heart_mask=vol.heart_mask,
         lesion_labels=vol.lesion_labels,
@@ -228,7 +225,6 @@ def _write_npz(path: Path, patient: SimulatedPatient) -> None:
         slice_z_mm=vol.slice_z_mm,
         acquisition=np.array(repr(asdict(acq))),
     )
-    os.replace(partial, path)
 
 
 _GIVEN = (
