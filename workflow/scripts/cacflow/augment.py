@@ -28,13 +28,14 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from . import settings_from_config
 from .datasets import png_bytes
 from .tables import write_tsv
 
@@ -80,8 +81,7 @@ class AugmentSettings:
 
     @classmethod
     def from_config(cls, config: Mapping) -> AugmentSettings:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in config.items() if k in known})
+        return settings_from_config(cls, config)
 
 
 def sample_params(rng: np.random.Generator, settings: AugmentSettings, n: int) -> np.ndarray:

@@ -40,13 +40,14 @@ import shutil
 import struct
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from . import settings_from_config
 from .agatston import MIN_AREA_MM2, REFERENCE_SPACING_MM, THRESHOLD_HU, cac_class, density_weight
 from .tables import read_tsv, tsv_columns, write_tsv
 
@@ -96,8 +97,7 @@ class DatasetSettings:
     @classmethod
     def from_config(cls, config: Mapping) -> DatasetSettings:
         """From the ``datasets:`` config section; unknown keys are ignored."""
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in config.items() if k in known})
+        return settings_from_config(cls, config)
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import get_decoder
 from pydicom.uid import UID
 
+from . import settings_from_config
 from .tables import save_npz
 
 # Sorting and geometry ------------------------------------------------------------------
@@ -180,10 +181,7 @@ class IngestSettings:
 
     @classmethod
     def from_config(cls, section: dict) -> IngestSettings:
-        values = {k: section[k] for k in section if k in cls.__dataclass_fields__}
-        if "allowed_identity_tags" in values:
-            values["allowed_identity_tags"] = tuple(values["allowed_identity_tags"])
-        return cls(**values)
+        return settings_from_config(cls, section)
 
 
 @dataclass

@@ -28,12 +28,13 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
+from . import settings_from_config
 from .augment import IDENTITY, AugmentSettings, forward_matrices, params_from_uniform
 from .splits import SPLITS
 
@@ -58,8 +59,7 @@ class PipelineSettings:
 
     @classmethod
     def from_config(cls, config: Mapping) -> PipelineSettings:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in config.items() if k in known})
+        return settings_from_config(cls, config)
 
 
 @dataclass(frozen=True)

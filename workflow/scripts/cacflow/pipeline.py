@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import settings_from_config
 from .datasets import (
     DATASETS,
     MANIFEST_COLUMNS,
@@ -199,13 +200,10 @@ SETTINGS = {"segmentation": SegmentationSettings, "datasets": DatasetSettings}
 
 def settings_from(section: str, values: dict):
     """The settings dataclass of a config section, from its values (unknown keys fail)."""
-    cls = SETTINGS[section]
-    known = set(cls.__dataclass_fields__)
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"{section}: unknown settings {unknown}; known: {sorted(known)}")
-    converted = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-    return cls(**converted)
+    try:
+        return settings_from_config(SETTINGS[section], values, strict=True)
+    except ValueError as error:
+        raise ValueError(f"{section}: {error}") from None
 
 
 @dataclass(frozen=True)

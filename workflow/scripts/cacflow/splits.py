@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
+
+from . import settings_from_config
 
 SPLITS = ("train", "validation", "test")
 SPLIT_COLUMNS = ("patient_id", "split", "calcium", "risk_category")
@@ -59,8 +61,7 @@ class SplitSettings:
 
     @classmethod
     def from_config(cls, config: Mapping) -> SplitSettings:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in config.items() if k in known})
+        return settings_from_config(cls, config)
 
 
 @dataclass(frozen=True)

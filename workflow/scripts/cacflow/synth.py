@@ -24,12 +24,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from . import phantom
+from . import phantom, settings_from_config
 from .agatston import agatston_score, cac_class
 from .dicom_io import SeriesGeometry, SeriesIdentity, write_ct_series
 from .tables import read_tsv, save_npz, write_tsv
@@ -68,12 +68,12 @@ class SynthSettings:
     @classmethod
     def from_config(cls, config: Mapping) -> SynthSettings:
         """From the workflow's `synthetic:` section; unknown keys (patients, ...) are ignored."""
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in config.items() if k in known}
-        for key in ("pixel_spacing_mm", "slice_thickness_mm"):
-            if key in values:
-                values[key] = tuple(float(v) for v in values[key])
-        return cls(**values)
+        settings = settings_from_config(cls, config)
+        floats = {
+            key: tuple(float(v) for v in getattr(settings, key))
+            for key in ("pixel_spacing_mm", "slice_thickness_mm")
+        }
+        return replace(settings, **floats)
 
 
 def patient_ids(n_patients: int) -> list[str]:
