@@ -36,7 +36,8 @@ import tensorflow as tf
 
 from . import settings_from_config
 from .augment import IDENTITY, AugmentSettings, forward_matrices, params_from_uniform
-from .splits import SPLITS
+from .splits import SPLITS, read_splits
+from .tables import read_tsv
 
 CLASSES = ("no_calcium", "calcium")  # class index = position
 AUTOTUNE = tf.data.AUTOTUNE
@@ -132,6 +133,22 @@ def image_table(
     )
 
 
+def split_table(
+    dataset_root: Path,
+    splits_path: Path,
+    split: str,
+    augmented_root: Path | None = None,
+) -> ImageTable:
+    """`image_table` from the workflow's files: ``<dataset_root>/manifest.tsv``, the split table
+    and, for ``train`` with `augmented_root`, ``<augmented_root>/manifest.tsv``."""
+    rows = read_tsv(Path(dataset_root) / "manifest.tsv")
+    split_of = read_splits(read_tsv(Path(splits_path)))
+    augmented = []
+    if augmented_root is not None and split == "train":
+        augmented = read_tsv(Path(augmented_root) / "manifest.tsv")
+    return image_table(rows, dataset_root, split_of, split, augmented, augmented_root)
+
+
 def class_balance(labels: np.ndarray) -> tuple[dict[str, int], dict[int, float]]:
     """Images per class and balanced class weights (n / (classes x n_class))."""
     counts = np.bincount(np.asarray(labels, dtype=int), minlength=len(CLASSES))
@@ -147,13 +164,19 @@ def build_pipeline(
     training: bool,
     seed: int,
     augment: AugmentSettings | None = None,
+    image_size: int | None = None,
+    repeat: bool = False,
 ) -> InputPipeline:
     """Batches of (images, labels) from an `ImageTable`. Training shuffles and, with
-    ``settings.on_the_fly`` and `augment` given, augments each batch."""
+    ``settings.on_the_fly`` and `augment` given, augments each batch. With `image_size`, images
+    reach the model resized to that square side (before the cache, unless augmented on the
+    fly, which works in the stored pixels). `repeat` cycles for ever (fixed steps per epoch)."""
     if len(table) == 0:
         raise ValueError("no images to read")
     height, width = _image_size(table.files[0])
     on_the_fly = training and settings.on_the_fly and augment is not None
+    resize_early = image_size is not None and not on_the_fly and image_size != height
+    resize_late = image_size is not None and on_the_fly and image_size != height
     has_mask = np.array([bool(m) for m in table.lesion_masks])
     # A calcium image without a lesion mask cannot be relabelled: it is never transformed.
     augmentable = (table.labels == 0) | has_mask
@@ -170,6 +193,8 @@ def build_pipeline(
     def load(path, label, area, mask_path, can_augment):
         image = tf.io.decode_png(tf.io.read_file(path), channels=1)
         image = tf.ensure_shape(image, (height, width, 1))
+        if resize_early:
+            image = _resized_uint8(image, image_size)
         if not on_the_fly:
             return image, label
         points = tf.cond(
@@ -187,6 +212,8 @@ def build_pipeline(
         ds = ds.cache()
     if training:
         ds = ds.shuffle(min(settings.shuffle_buffer, len(table)), seed=seed)
+    if repeat:
+        ds = ds.repeat()
     if on_the_fly:
         ds = ds.ragged_batch(settings.batch_size)
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
@@ -195,6 +222,11 @@ def build_pipeline(
             lambda batch, pair: _augment_batch(batch, pair, augment, height, width, settings),
             num_parallel_calls=AUTOTUNE,
         )
+        if resize_late:
+            ds = ds.map(
+                lambda images, labels: (tf.image.resize(images, (image_size, image_size)), labels),
+                num_parallel_calls=AUTOTUNE,
+            )
     else:
         ds = ds.batch(settings.batch_size)
         ds = ds.map(
@@ -210,6 +242,12 @@ def _image_size(path: str) -> tuple[int, int]:
     """(height, width) of the first image: every image of a dataset has the same size."""
     image = tf.io.decode_png(tf.io.read_file(path), channels=1)
     return int(image.shape[0]), int(image.shape[1])
+
+
+def _resized_uint8(image: tf.Tensor, size: int) -> tf.Tensor:
+    """Area-averaged (antialiased) resize of one uint8 image, kept uint8 for the cache."""
+    resized = tf.image.resize(image, (size, size), method="area", antialias=True)
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
 
 
 def _to_model(images: tf.Tensor, channels: int) -> tf.Tensor:

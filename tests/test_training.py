@@ -1,0 +1,217 @@
+"""Model factory and training (cacflow.models, cacflow.training) on real synthetic images.
+
+The training tests use the two-patient datasets of `mini_datasets` (SYN0006 with coronary
+calcium trains, SYN0001 validates and tests) and VGG16 at 32 px: the machinery, not accuracy.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+from cacflow.inputs import PipelineSettings
+from cacflow.models import REGISTRY, ModelError, build_model, count_parameters
+from cacflow.tables import write_tsv
+from cacflow.training import (
+    PREDICTION_COLUMNS,
+    SUMMARY_COLUMNS,
+    TrainPaths,
+    TrainSettings,
+    read_preprocessing,
+    train_classifier,
+)
+
+TINY = TrainSettings(
+    models=("vgg16",),
+    image_size=32,
+    epochs=2,
+    steps_per_epoch=2,
+    validation_images=24,
+    early_stopping_patience=0,
+)
+DATASETS_CONFIG = {"window_center_hu": 150, "window_width_hu": 800, "grid": 3}
+
+
+@pytest.fixture(scope="module")
+def training_data(mini_datasets, tmp_path_factory) -> Path:
+    """mini_datasets plus a split table: SYN0006 trains, SYN0001 validates and tests (its
+    slices are split by the table's patients, so it is both: a test of the file plumbing)."""
+    splits = tmp_path_factory.mktemp("splits") / "patients.tsv"
+    write_tsv(
+        splits,
+        [
+            {"patient_id": "SYN0006", "split": "train", "calcium": 1},
+            {"patient_id": "SYN0001", "split": "validation", "calcium": 0},
+        ],
+        ["patient_id", "split", "calcium"],
+    )
+    return splits
+
+
+def paths_for(mini_datasets: Path, splits: Path, out_dir: Path) -> TrainPaths:
+    return TrainPaths(
+        dataset_root=mini_datasets / "datasets" / "original",
+        splits=splits,
+        augmented_root=None,
+        out_dir=out_dir,
+        predictions=out_dir / "predictions.tsv",
+    )
+
+
+def train(mini_datasets, splits, out_dir, settings=TINY, seed=7):
+    return train_classifier(
+        "original",
+        "vgg16",
+        paths_for(mini_datasets, splits, out_dir),
+        settings,
+        PipelineSettings(),
+        None,
+        DATASETS_CONFIG,
+        seed,
+    )
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_every_registered_network_builds_with_a_two_class_head(name):
+    size = REGISTRY[name].min_size
+    model = build_model(name, (size, size, 3))
+    assert model.output_shape == (None, 2)
+    counts = count_parameters(model)
+    assert counts["parameters"] == model.count_params()
+    assert 0 < counts["trainable_parameters"] <= counts["parameters"]
+    probabilities = model.predict(np.zeros((2, size, size, 3), np.float32), verbose=0)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_inception_resnet_v2_refuses_inputs_below_75_px():
+    with pytest.raises(ModelError, match="at least 75 px"):
+        build_model("inception_resnet_v2", (64, 64, 3))
+
+
+def test_unknown_network_is_named():
+    with pytest.raises(ModelError, match="unknown model 'resnet51'"):
+        build_model("resnet51", (64, 64, 3))
+
+
+def test_backbone_weights_from_a_local_file(tmp_path):
+    """The path for offline ImageNet weights: a Keras *_notop file of the backbone."""
+    keras.utils.set_random_seed(1)
+    backbone = keras.applications.VGG16(include_top=False, weights=None, input_shape=(32, 32, 3))
+    path = tmp_path / "vgg16_weights_notop.weights.h5"
+    backbone.save_weights(path)
+    model = build_model("vgg16", (32, 32, 3), weights=path)
+    np.testing.assert_array_equal(
+        model.get_layer("block5_conv3").get_weights()[0],
+        backbone.get_layer("block5_conv3").get_weights()[0],
+    )
+
+
+def test_weights_that_fit_neither_model_nor_backbone_are_refused(tmp_path):
+    other = keras.applications.VGG19(include_top=False, weights=None, input_shape=(32, 32, 3))
+    path = tmp_path / "vgg19.weights.h5"
+    other.save_weights(path)
+    with pytest.raises(ModelError, match=r"vgg19\.weights\.h5 fits neither"):
+        build_model("vgg16", (32, 32, 3), weights=path)
+    with pytest.raises(ModelError, match="file not found"):
+        build_model("vgg16", (32, 32, 3), weights=tmp_path / "missing.h5")
+
+
+@pytest.mark.slow
+def test_training_writes_a_model_that_loads_and_predicts(mini_datasets, training_data, tmp_path):
+    out = tmp_path / "vgg16"
+    row = train(mini_datasets, training_data, out)
+    assert list(row) == list(SUMMARY_COLUMNS)
+    assert row["epochs_run"] == 2 and row["train_images_per_s"] > 0
+    assert row["mixed_precision"] is False  # never on a CPU
+    history = pd.read_csv(out / "history.csv")
+    assert list(history["epoch"]) == [0, 1]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(history.columns)
+    assert row["best_val_loss"] == pytest.approx(history["val_loss"].min(), rel=1e-5)
+    assert not (out / "backup").exists()
+
+    model = keras.saving.load_model(out / "model.keras")
+    probabilities = model.predict(np.zeros((3, 32, 32, 3), np.float32), verbose=0)
+    assert probabilities.shape == (3, 2)
+    assert read_preprocessing(out / "model.keras") == {
+        "dataset": "original",
+        "model": "vgg16",
+        "image_size": 32,
+        "channels": 3,
+        "datasets": DATASETS_CONFIG,
+        "cacflow_version": "0.1.0",
+    }
+    # Every validation image of SYN0001 is predicted (no test patients in this split table).
+    predictions = pd.read_csv(out / "predictions.tsv", sep="\t")
+    assert list(predictions.columns) == list(PREDICTION_COLUMNS)
+    manifest = pd.read_csv(mini_datasets / "datasets" / "original" / "manifest.tsv", sep="\t")
+    assert len(predictions) == (manifest["patient_id"] == "SYN0001").sum()
+    assert set(predictions["split"]) == {"validation"}
+    assert predictions["probability"].between(0, 1).all()
+
+    # An earlier run's model.keras starts a new training: its weights are loaded.
+    continued = replace(TINY, epochs=1, weights=str(out / "model.keras"))
+    row2 = train(mini_datasets, training_data, tmp_path / "continued", continued)
+    assert row2["weights"] == "file:model.keras"
+    first = keras.saving.load_model(tmp_path / "continued" / "model.keras")
+    assert first.count_params() == model.count_params()
+
+
+@pytest.mark.slow
+def test_same_seed_same_history_on_cpu(mini_datasets, training_data, tmp_path):
+    train(mini_datasets, training_data, tmp_path / "a")
+    train(mini_datasets, training_data, tmp_path / "b")
+    a = pd.read_csv(tmp_path / "a" / "history.csv")
+    b = pd.read_csv(tmp_path / "b" / "history.csv")
+    pd.testing.assert_frame_equal(a, b)
+    pa = pd.read_csv(tmp_path / "a" / "predictions.tsv", sep="\t")
+    pb = pd.read_csv(tmp_path / "b" / "predictions.tsv", sep="\t")
+    pd.testing.assert_frame_equal(pa, pb)
+
+
+RESUME_SCRIPT = """
+import sys
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from test_training import train, TINY
+from dataclasses import replace
+train(Path({data!r}), Path({splits!r}), Path({out!r}), replace(TINY, epochs=4))
+"""
+
+
+@pytest.mark.slow
+def test_killed_training_resumes_from_its_last_epoch(mini_datasets, training_data, tmp_path):
+    out = tmp_path / "run"
+    script = RESUME_SCRIPT.format(
+        tests=str(Path(__file__).parent), data=str(mini_datasets), splits=str(training_data),
+        out=str(out),
+    )  # fmt: skip
+    history = out / "history.csv"
+
+    def epochs_done() -> int:
+        return max(0, len(history.read_text().splitlines()) - 1) if history.exists() else 0
+
+    proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
+    deadline = time.monotonic() + 600
+    while epochs_done() < 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert proc.poll() is None, "training ended before it could be killed"
+    time.sleep(0.5)  # let the backup of the epoch land, as a real kill would not wait either
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_after = epochs_done()
+    assert 2 <= killed_after < 4
+    assert not (out / "model.keras").exists()
+    assert (out / "backup").is_dir()
+
+    subprocess.run([sys.executable, "-c", script], check=True)
+    epochs = list(pd.read_csv(history)["epoch"])
+    assert epochs == [0, 1, 2, 3]
+    assert keras.saving.load_model(out / "model.keras").output_shape == (None, 2)

@@ -1,0 +1,134 @@
+"""Grad-CAM heat maps of the calcium classifiers (Selvaraju et al., "Grad-CAM: Visual
+Explanations from Deep Networks via Gradient-based Localization", ICCV 2017).
+
+For a class c and a convolutional layer with feature maps A^k, the map is
+ReLU(sum_k alpha_k A^k) with alpha_k the spatial mean of d y^c / d A^k, where y^c is the
+class score before the softmax (the paper's choice: the softmax probability saturates, and
+its gradient vanishes, on confidently classified images). Each map is resized bilinearly to
+the input's height x width and divided by its maximum, so it lies in [0, 1] (all zeros where
+no feature speaks for the class).
+
+Assumptions: a Keras 3 functional model on the TensorFlow backend whose convolutional layers
+are part of its own graph (a keras.applications backbone built with `input_tensor=inputs`),
+ending in a Dense layer; when that layer has a softmax, its logits are recomputed from its
+input and weights. Without a layer name, the last layer with a 4-D output before the global
+pooling layer ("pool") is used, pooling layers excepted.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+from numpy.typing import ArrayLike
+
+from .metrics import KINDS, outcome_kinds
+
+POOL_LAYER = "pool"
+_SKIPPED_LAYERS = (
+    keras.layers.InputLayer,
+    keras.layers.MaxPooling2D,
+    keras.layers.AveragePooling2D,
+)
+
+
+class GradCamError(ValueError):
+    """A model or layer Grad-CAM cannot use (no 4-D layer, unknown name, nested backbone)."""
+
+
+def last_conv_layer_name(model: keras.Model) -> str:
+    """The last layer with a 4-D output (batch, rows, cols, channels) before the layer named
+    "pool" (or in the whole model when there is none), input and pooling layers excepted:
+    VGG's final max pooling would halve the map's resolution (Selvaraju et al. take VGG16's
+    last convolution, block5_conv3)."""
+    layers = list(model.layers)
+    names = [layer.name for layer in layers]
+    if POOL_LAYER in names:
+        layers = layers[: names.index(POOL_LAYER)]
+    for layer in reversed(layers):
+        if isinstance(layer, _SKIPPED_LAYERS):
+            continue
+        output = getattr(layer, "output", None)
+        if hasattr(output, "shape") and len(output.shape) == 4:
+            return layer.name
+    raise GradCamError(
+        f"model {model.name!r} has no layer with a 4-D output before {POOL_LAYER!r}; "
+        "a backbone nested as one layer must be built with input_tensor=inputs"
+    )
+
+
+def _score_model(model: keras.Model, layer_name: str) -> tuple[keras.Model, bool]:
+    """A model from the input to (feature maps, class scores); the flag tells whether the
+    scores are the input of a softmax Dense layer (logits still to be computed)."""
+    try:
+        features = model.get_layer(layer_name).output
+    except ValueError as error:
+        raise GradCamError(f"model {model.name!r} has no layer {layer_name!r}") from error
+    last = model.layers[-1]
+    activation = getattr(last, "activation", None)
+    softmax_dense = isinstance(last, keras.layers.Dense) and activation in (
+        keras.activations.softmax,
+        tf.nn.softmax,
+    )
+    scores = last.input if softmax_dense else model.outputs[0]
+    return keras.Model(model.inputs, [features, scores]), softmax_dense
+
+
+def grad_cam(
+    model: keras.Model,
+    images: ArrayLike,
+    class_index: int = 1,
+    layer_name: str | None = None,
+    batch_size: int = 16,
+) -> np.ndarray:
+    """Heat maps (n, height, width) in [0, 1], float32, of `class_index` (1 = calcium) for
+    `images` (n, height, width, channels), preprocessed as the model expects."""
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim != 4:
+        raise GradCamError(f"images must be (n, height, width, channels), got {images.shape}")
+    layer_name = layer_name or last_conv_layer_name(model)
+    score_model, softmax_dense = _score_model(model, layer_name)
+    last = model.layers[-1]
+    height, width = images.shape[1:3]
+    maps = []
+    for start in range(0, len(images), batch_size):
+        batch = tf.convert_to_tensor(images[start : start + batch_size])
+        with tf.GradientTape() as tape:
+            features, scores = score_model(batch, training=False)
+            tape.watch(features)
+            scores = tf.cast(scores, tf.float32)
+            if softmax_dense:
+                kernel = tf.cast(last.kernel, tf.float32)
+                scores = tf.matmul(scores, kernel)
+                if last.use_bias:
+                    scores = scores + tf.cast(last.bias, tf.float32)
+            class_score = scores[:, class_index]
+        gradients = tf.cast(tape.gradient(class_score, features), tf.float32)
+        weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
+        cam = tf.nn.relu(tf.reduce_sum(weights * tf.cast(features, tf.float32), axis=-1))
+        cam = tf.image.resize(cam[..., None], (height, width), method="bilinear")[..., 0]
+        maps.append(cam.numpy())
+    cams = np.concatenate(maps) if maps else np.zeros((0, height, width), np.float32)
+    peak = cams.max(axis=(1, 2), keepdims=True)
+    cams = np.divide(cams, peak, out=np.zeros_like(cams), where=peak > 0)
+    return np.clip(cams, 0.0, 1.0).astype(np.float32)
+
+
+def select_examples(
+    labels: ArrayLike,
+    probabilities: ArrayLike,
+    per_kind: int = 2,
+    seed: int = 0,
+    threshold: float = 0.5,
+) -> dict[str, np.ndarray]:
+    """Up to `per_kind` image indices of each kind (TP, FP, FN, TN), drawn at random without
+    replacement (deterministic for a seed), in ascending order; fewer where a kind has fewer
+    images."""
+    kinds = outcome_kinds(labels, probabilities, threshold)
+    rng = np.random.default_rng(seed)
+    chosen = {}
+    for kind in KINDS:
+        candidates = np.flatnonzero(kinds == kind)
+        take = min(per_kind, candidates.size)
+        chosen[kind] = np.sort(rng.choice(candidates, size=take, replace=False))
+    return chosen

@@ -1,0 +1,515 @@
+"""Training of one classifier on one dataset, with the paper's settings by default.
+
+Lee et al. 2021 train every network with SGD (momentum 0.9, weight decay 0.005, learning rate
+0.001) in batches of 8. Here one call of `train_classifier` is one Snakemake job (rule
+``train_model``): a (dataset, network) pair, reading the images of the training split (plus
+the materialized augmented ones) and validating on the validation split after every epoch.
+
+Outputs, in the job's folder (``results/models/<dataset>/<model>/``):
+
+- ``model.keras``: the weights of the epoch with the lowest validation loss (early stopping
+  restores them), with the preprocessing the model expects stored inside the file
+  (`read_preprocessing`), so ``cacflow predict`` cannot pair it with other images;
+- ``history.csv``: loss and accuracy per epoch, training and validation;
+- ``summary.tsv``: one row (`SUMMARY_COLUMNS`): parameters, epochs, best validation
+  accuracy, wall time, training images/s, device, settings.
+
+Resume: `keras.callbacks.BackupAndRestore` writes the state at the end of every epoch in
+``backup/``; a job killed (even with kill -9) and started again continues from the last epoch
+it finished. The folder is removed once the model is saved.
+
+Determinism: `keras.utils.set_random_seed` and op determinism make two CPU runs with the same
+seed give the same history. Mixed precision (and XLA) only where a GPU is present.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import csv
+import json
+import logging
+import platform
+import shutil
+import time
+import zipfile
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from . import __version__, settings_from_config
+from .augment import AugmentSettings
+from .inputs import (
+    CLASSES,
+    ImageTable,
+    InputPipeline,
+    PipelineSettings,
+    build_pipeline,
+    split_table,
+)
+from .models import build_model, count_parameters, weights_mode
+from .tables import read_tsv, write_tsv
+
+log = logging.getLogger("cacflow.training")
+
+PREDICTION_COLUMNS = (
+    "dataset",
+    "model",
+    "split",
+    "patient_id",
+    "slice",
+    "tile",
+    "path",
+    "label",
+    "probability",
+)
+PREDICTED_SPLITS = ("validation", "test")
+PREPROCESSING_ENTRY = "cacflow.json"  # inside model.keras (a zip archive)
+SUMMARY_COLUMNS = (
+    "dataset",
+    "model",
+    "image_size",
+    "parameters",
+    "trainable_parameters",
+    "train_images",
+    "validation_images",
+    "epochs_run",
+    "best_epoch",
+    "best_val_accuracy",
+    "best_val_loss",
+    "train_seconds",
+    "wall_seconds",
+    "train_images_per_s",
+    "inference_ms_batch1",
+    "inference_ms_batch32",
+    "device",
+    "mixed_precision",
+    "xla",
+    "weights",
+    "seed",
+)
+
+
+class TrainingError(ValueError):
+    """Training cannot start: no images, one class only, impossible settings."""
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Fed from the workflow's ``training:`` config section."""
+
+    models: tuple[str, ...] = ("resnet50", "inception_resnet_v2", "vgg16", "vgg19")
+    image_size: int = 299  # side of the model's input; images are resized to it
+    epochs: int = 30
+    early_stopping_patience: int = 5  # epochs without a lower validation loss; 0 = off
+    steps_per_epoch: int = 0  # 0 = one pass over the training images per epoch
+    validation_images: int = 0  # per-epoch validation on a fixed random subset; 0 = all
+    learning_rate: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 0.005
+    dropout: float = 0.5
+    weights: str = "none"  # none | imagenet | path to a weights file
+    class_weight: str = "balanced"  # balanced | none
+    mixed_precision: str = "auto"  # auto (GPU only) | on | off; never on a CPU
+    xla: str = "off"  # auto (GPU only) | on | off
+    deterministic: bool = True
+
+    @classmethod
+    def from_config(cls, config: Mapping) -> TrainSettings:
+        return settings_from_config(cls, config)
+
+
+@dataclass(frozen=True)
+class TrainPaths:
+    dataset_root: Path  # results/datasets/<dataset>
+    splits: Path  # results/splits/patients.tsv
+    augmented_root: Path | None  # results/augmented/<dataset>, or None
+    out_dir: Path  # results/models/<dataset>/<model>
+    predictions: Path | None = None  # predictions of the validation and test images
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What a model expects of its inputs: which dataset's images, at what size."""
+
+    dataset: str
+    model: str
+    image_size: int
+    channels: int
+    datasets: Mapping  # the ``datasets:`` config: window, sizes, grid
+    cacflow_version: str = __version__
+
+
+def gpu_present() -> bool:
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def _switch(value: str, on_gpu: bool, name: str) -> bool:
+    if value == "auto":
+        return on_gpu
+    if value in ("on", True):
+        if not on_gpu:
+            log.warning("training.%s: on, but no GPU: left off on the CPU", name)
+        return on_gpu
+    return False
+
+
+def train_classifier(
+    dataset: str,
+    model_name: str,
+    paths: TrainPaths,
+    settings: TrainSettings,
+    pipeline_settings: PipelineSettings,
+    augment: AugmentSettings | None,
+    datasets_config: Mapping,
+    seed: int,
+    threads: int = 0,
+) -> dict:
+    """Train `model_name` on `dataset`; write the outputs listed in the module docstring and
+    return the summary row. `threads` > 0 caps TensorFlow's CPU threads."""
+    started = time.perf_counter()
+    if threads > 0:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(min(threads, 2))
+    out_dir = Path(paths.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(seed)
+    if settings.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    on_gpu = gpu_present()
+    mixed = _switch(settings.mixed_precision, on_gpu, "mixed_precision")
+    xla = _switch(settings.xla, on_gpu, "xla")
+    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+    device = _device_name(on_gpu)
+    log.info("%s/%s on %s (mixed precision %s, XLA %s)", dataset, model_name, device, mixed, xla)
+
+    train, validation = _pipelines(paths, settings, pipeline_settings, augment, seed)
+    log.info(
+        "training images %d %s, validation images %d %s",
+        len(train.table),
+        train.class_counts,
+        len(validation.table),
+        validation.class_counts,
+    )
+    size = settings.image_size
+    model = build_model(
+        model_name,
+        (size, size, pipeline_settings.channels),
+        weights=None if weights_mode(settings.weights) == "none" else settings.weights,
+        dropout=settings.dropout,
+    )
+    model.compile(
+        optimizer=keras.optimizers.SGD(
+            learning_rate=settings.learning_rate,
+            momentum=settings.momentum,
+            weight_decay=settings.weight_decay,
+        ),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        jit_compile=xla,
+    )
+    parameters = count_parameters(model)
+    log.info("%s: %s", model_name, parameters)
+
+    backup_dir = out_dir / "backup"
+    history_path = out_dir / "history.csv"
+    resuming = backup_dir.is_dir() and any(backup_dir.iterdir())
+    if not resuming:
+        history_path.unlink(missing_ok=True)  # a stale history of a finished or other run
+    else:
+        log.info("resuming from %s", backup_dir)
+    timer = _BatchTimer(pipeline_settings.batch_size)
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(backup_dir), delete_checkpoint=False),
+        keras.callbacks.CSVLogger(str(history_path), append=True),
+        timer,
+        _EpochLog(),
+    ]
+    if settings.early_stopping_patience > 0:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss",
+                patience=settings.early_stopping_patience,
+                restore_best_weights=True,
+            )
+        )
+    else:
+        callbacks.append(_BestWeights())
+    steps = settings.steps_per_epoch or None
+    model.fit(
+        train.dataset,
+        validation_data=validation.dataset,
+        epochs=settings.epochs,
+        steps_per_epoch=steps,
+        class_weight=train.class_weights if settings.class_weight == "balanced" else None,
+        callbacks=callbacks,
+        verbose=0,
+    )
+    _restore_best(model, callbacks)
+    history = clean_history(history_path)
+    best = min(history, key=lambda row: float(row["val_loss"]))
+    preprocessing = Preprocessing(
+        dataset=dataset,
+        model=model_name,
+        image_size=size,
+        channels=pipeline_settings.channels,
+        datasets=dict(datasets_config),
+    )
+    save_model(model, out_dir / "model.keras", preprocessing)
+    shutil.rmtree(backup_dir, ignore_errors=True)
+    if paths.predictions is not None:
+        rows = predict_splits(model, dataset, model_name, paths, settings, pipeline_settings)
+        write_tsv(Path(paths.predictions), rows, PREDICTION_COLUMNS)
+    timing = inference_ms(model, (size, size, pipeline_settings.channels))
+    train_images = timer.images
+    row = {
+        "dataset": dataset,
+        "model": model_name,
+        "image_size": size,
+        **{k: parameters[k] for k in ("parameters", "trainable_parameters")},
+        "train_images": len(train.table),
+        "validation_images": len(validation.table),
+        "epochs_run": len(history),
+        "best_epoch": int(best["epoch"]) + 1,
+        "best_val_accuracy": round(float(best["val_accuracy"]), 6),
+        "best_val_loss": round(float(best["val_loss"]), 6),
+        "train_seconds": round(timer.seconds, 2),
+        "wall_seconds": round(time.perf_counter() - started, 2),
+        "train_images_per_s": round(train_images / timer.seconds, 2) if timer.seconds else 0.0,
+        **timing,
+        "device": device,
+        "mixed_precision": mixed,
+        "xla": xla,
+        "weights": _weights_label(settings.weights),
+        "seed": seed,
+    }
+    log.info("done: %s", row)
+    return row
+
+
+def _pipelines(
+    paths: TrainPaths,
+    settings: TrainSettings,
+    pipeline_settings: PipelineSettings,
+    augment: AugmentSettings | None,
+    seed: int,
+) -> tuple[InputPipeline, InputPipeline]:
+    augmented_root = paths.augmented_root if pipeline_settings.include_augmented else None
+    tables = {
+        split: split_table(paths.dataset_root, paths.splits, split, augmented_root)
+        for split in ("train", "validation")
+    }
+    for split, table in tables.items():
+        if len(table) == 0:
+            raise TrainingError(f"{paths.dataset_root}: no labelled {split} images")
+        if split == "train" and len(set(table.labels.tolist())) < 2:
+            raise TrainingError(f"{paths.dataset_root}: the training images hold one class only")
+    train = build_pipeline(
+        tables["train"],
+        pipeline_settings,
+        training=True,
+        seed=seed,
+        augment=augment,
+        image_size=settings.image_size,
+        repeat=bool(settings.steps_per_epoch),
+    )
+    validation_table = tables["validation"]
+    if 0 < settings.validation_images < len(validation_table):
+        validation_table = subset(validation_table, settings.validation_images, seed)
+    validation = build_pipeline(
+        validation_table,
+        pipeline_settings,
+        training=False,
+        seed=seed,
+        image_size=settings.image_size,
+    )
+    return train, validation
+
+
+def subset(table: ImageTable, n: int, seed: int) -> ImageTable:
+    """A fixed random subset of `n` images (the same for every epoch and model)."""
+    keep = np.sort(np.random.default_rng(seed).choice(len(table), n, replace=False))
+    return ImageTable(
+        files=tuple(table.files[i] for i in keep),
+        labels=table.labels[keep],
+        patients=tuple(table.patients[i] for i in keep),
+        pixel_area_mm2=table.pixel_area_mm2[keep],
+        lesion_masks=tuple(table.lesion_masks[i] for i in keep),
+    )
+
+
+def predict_splits(
+    model: keras.Model,
+    dataset: str,
+    model_name: str,
+    paths: TrainPaths,
+    settings: TrainSettings,
+    pipeline_settings: PipelineSettings,
+) -> list[dict]:
+    """P(calcium) of every labelled validation and test image (`PREDICTION_COLUMNS`)."""
+    root = Path(paths.dataset_root)
+    manifest = {str(root / r["path"]): r for r in read_tsv(root / "manifest.tsv")}
+    rows = []
+    for split in PREDICTED_SPLITS:
+        table = split_table(root, paths.splits, split)
+        if len(table) == 0:
+            continue
+        pipeline = build_pipeline(
+            table, pipeline_settings, training=False, seed=0, image_size=settings.image_size
+        )
+        probabilities = model.predict(pipeline.dataset, verbose=0)[:, 1]
+        for path, label, probability in zip(table.files, table.labels, probabilities, strict=True):
+            source = manifest[path]
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "model": model_name,
+                    "split": split,
+                    "patient_id": source["patient_id"],
+                    "slice": source["slice"],
+                    "tile": source["tile"],
+                    "path": source["path"],
+                    "label": CLASSES[int(label)],
+                    "probability": f"{float(probability):.6f}",
+                }
+            )
+        log.info("predicted %d %s images", len(table), split)
+    return rows
+
+
+def inference_ms(model: keras.Model, input_shape: tuple[int, int, int]) -> dict[str, float]:
+    """Milliseconds per image of a forward pass in batches of 1 and of 32 (after warm-up),
+    the paper's Table 1 measure."""
+    timing = {}
+    for batch in (1, 32):
+        x = np.random.default_rng(0).random((batch, *input_shape), dtype=np.float32)
+        for _ in range(2):
+            model.predict_on_batch(x)
+        repeats = 10 if batch == 1 else 3
+        start = time.perf_counter()
+        for _ in range(repeats):
+            model.predict_on_batch(x)
+        elapsed = time.perf_counter() - start
+        timing[f"inference_ms_batch{batch}"] = round(1000 * elapsed / (repeats * batch), 3)
+    return timing
+
+
+class _BatchTimer(keras.callbacks.Callback):
+    """Seconds spent in training batches and images seen (validation excluded). The first
+    batch, which also builds the training graph, is left out."""
+
+    def __init__(self, batch_size: int) -> None:
+        super().__init__()
+        self.batch_size = batch_size
+        self.seconds = 0.0
+        self.images = 0
+        self._start = 0.0
+        self._warm = False
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if not self._warm:
+            self._warm = True
+            return
+        self.seconds += time.perf_counter() - self._start
+        # Keras does not hand the batch to callbacks: a short last batch counts as full.
+        self.images += self.batch_size
+
+
+class _EpochLog(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        log.info(
+            "epoch %d: %s",
+            epoch + 1,
+            ", ".join(f"{k} {float(v):.4f}" for k, v in sorted(logs.items())),
+        )
+
+
+class _BestWeights(keras.callbacks.Callback):
+    """Keeps the weights of the lowest validation loss when early stopping is off."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.best_loss = float("inf")
+        self.best_weights = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = float((logs or {}).get("val_loss", float("inf")))
+        if loss < self.best_loss:
+            self.best_loss, self.best_weights = loss, self.model.get_weights()
+
+
+def _restore_best(model: keras.Model, callbacks: list) -> None:
+    for callback in callbacks:
+        if isinstance(callback, _BestWeights) and callback.best_weights is not None:
+            model.set_weights(callback.best_weights)
+        if isinstance(callback, keras.callbacks.EarlyStopping) and callback.best_weights:
+            # EarlyStopping restores only when it stops early; at the last epoch, do it here.
+            model.set_weights(callback.best_weights)
+
+
+def clean_history(path: Path) -> list[dict]:
+    """The history rows, one per epoch (a job killed between the history row and the backup
+    of an epoch runs that epoch again: the last row of an epoch wins), rewritten in place."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise TrainingError(f"{path}: no epoch finished")
+    by_epoch = {int(row["epoch"]): row for row in rows}
+    rows = [by_epoch[k] for k in sorted(by_epoch)]
+    columns = list(rows[0])
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+    return rows
+
+
+def save_model(model: keras.Model, path: Path, preprocessing: Preprocessing) -> None:
+    """``model.keras`` written atomically, with `PREPROCESSING_ENTRY` added to the archive."""
+    path = Path(path)
+    tmp = path.with_name(path.stem + ".tmp.keras")
+    model.save(tmp)
+    with zipfile.ZipFile(tmp, "a") as archive:
+        archive.writestr(PREPROCESSING_ENTRY, json.dumps(asdict(preprocessing), indent=1))
+    os.replace(tmp, path)
+
+
+def read_preprocessing(path: Path) -> dict:
+    """The preprocessing a cacflow ``model.keras`` expects (`Preprocessing` as a dict)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return json.loads(archive.read(PREPROCESSING_ENTRY))
+    except (KeyError, zipfile.BadZipFile, FileNotFoundError) as error:
+        raise TrainingError(
+            f"{path}: not a model written by cacflow's training (no {PREPROCESSING_ENTRY})"
+        ) from error
+
+
+def _device_name(on_gpu: bool) -> str:
+    if on_gpu:
+        details = tf.config.experimental.get_device_details(
+            tf.config.list_physical_devices("GPU")[0]
+        )
+        return str(details.get("device_name", "GPU"))
+    return f"CPU {platform.processor() or platform.machine()} x{os.cpu_count()}"
+
+
+def _weights_label(weights: str) -> str:
+    mode = weights_mode(weights)
+    return mode if mode != "file" else f"file:{Path(weights).name}"
+
+
+def write_summary(path: Path, row: Mapping) -> None:
+    write_tsv(Path(path), [dict(row)], SUMMARY_COLUMNS)
