@@ -15,6 +15,10 @@ include: "workflow/rules/ingest.smk"
 include: "workflow/rules/segment.smk"
 include: "workflow/rules/datasets.smk"
 include: "workflow/rules/splits.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/agatston.smk"
+# Last: its inputs are whatever the rules above make.
 
 
 rule all:
@@ -30,3 +34,18 @@ rule all:
         "results/splits/patients.tsv",
         expand("results/augmented/{dataset}/manifest.tsv", dataset=DATASETS),
         "results/figures/augmentation.png",
+        "results/models/summary.tsv",
+        "results/metrics.tsv",
+        "results/figures/roc.png",
+        "results/figures/confusion.png",
+        expand(
+            "results/figures/training_curves/{dataset}_{model}.png",
+            dataset=DATASETS,
+            model=MODELS,
+        ),
+        expand("results/figures/gradcam/{dataset}.png", dataset=DATASETS),
+        "results/agatston/patients.tsv",
+        # Agreement with the truth: the synthetic cohort's (own data has none yet).
+        [] if own_data() else "results/agatston/agreement.tsv",
+        [] if own_data() else "results/figures/agatston_scatter.png",
+        [] if own_data() else "results/figures/agatston_bland_altman.png",

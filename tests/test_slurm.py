@@ -278,3 +278,26 @@ def test_failed_job_is_reported_and_gpu_rules_go_to_the_gpu_partition(
         assert record["Partition"] == partition, record
     assert slurm_job(job_of_rule["train_model"]).get("TresPerJob") == "gres:gpu:1"
     assert "gpu" not in slurm_job(job_of_rule["ok"]).get("TresPerJob", "")
+
+
+@pytest.mark.slow
+def test_real_training_job_runs_in_the_gpu_partition(
+    tmp_path, run_snakemake, repo_root, slurm_cluster
+):
+    """The workflow's own train_model (tiny: ResNet50 at 32 px) is sent by profiles/slurm to
+    partition `gpu` with one GPU, and trains there: its log names that SLURM job."""
+    target = "results/models/original/resnet50/summary.tsv"
+    proc = run_snakemake(tmp_path, *slurm_profile_args(repo_root), target)
+    output = proc.stdout + proc.stderr
+    submitted = submissions(output)
+    trainings = [job_id for job_id, log in submitted.items() if "train_model" in str(log)]
+    assert len(trainings) == 1, output
+    job_id = trainings[0]
+    record = slurm_job(job_id)
+    assert record["JobState"] == "COMPLETED", record
+    assert record["Partition"] == "gpu", record
+    assert record.get("TresPerJob") == "gres:gpu:1", record
+    header = read_header(tmp_path / "results" / "logs" / "train" / "original" / "resnet50.log")
+    assert header["slurm_job_id"] == job_id and header["slurm_partition"] == "gpu", header
+    summary = (tmp_path / target).read_text().splitlines()
+    assert len(summary) == 2 and summary[1].startswith("original\tresnet50\t")

@@ -17,11 +17,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cacflow.evaluation import PREDICTION_COLUMNS
 from cacflow.inputs import PipelineSettings
 from cacflow.models import REGISTRY, ModelError, build_model, count_parameters
 from cacflow.tables import write_tsv
 from cacflow.training import (
-    PREDICTION_COLUMNS,
     SUMMARY_COLUMNS,
     TrainPaths,
     TrainSettings,

@@ -3,6 +3,7 @@ of the tiny synthetic cohort."""
 
 import subprocess
 
+import keras
 import numpy as np
 import pandas as pd
 import pydicom
@@ -10,6 +11,8 @@ import pytest
 import yaml
 from PIL import Image
 from snakemake.utils import validate
+
+from cacflow.training import read_preprocessing
 
 TINY_PATIENTS = [f"SYN{i:04d}" for i in range(1, 7)]
 
@@ -77,9 +80,32 @@ def test_bad_config_value_is_named(tmp_path, run_snakemake, synthetic, key):
     assert key in proc.stdout + proc.stderr
 
 
-PER_PATIENT = ("synth_patient", "ingest_patient", "segment_patient", "datasets_patient")
-MERGED = {"synth_tables": 1, "qc_series": 1, "qc_segmentation": 1, "qc_datasets": 1}
+PER_PATIENT = (
+    "synth_patient",
+    "ingest_patient",
+    "segment_patient",
+    "datasets_patient",
+    "score_patient",
+)
+MERGED = {
+    "synth_tables": 1,
+    "qc_series": 1,
+    "qc_segmentation": 1,
+    "qc_datasets": 1,
+    "agatston_patients": 1,
+    "agatston_agreement": 1,
+    "agatston_figures": 1,
+}
 SPLITS = {"make_splits": 1, "augment_dataset": 3, "augmentation_figure": 1}
+# tests/config/tiny.yaml trains one network: one job per dataset.
+TRAINING = {
+    "train_model": 3,
+    "training_summary": 1,
+    "training_curves": 3,
+    "evaluate": 1,
+    "evaluation_figures": 1,
+    "gradcam_figure": 3,
+}
 
 
 def test_dry_run_plans_one_job_per_patient(tmp_path, run_snakemake):
@@ -89,6 +115,7 @@ def test_dry_run_plans_one_job_per_patient(tmp_path, run_snakemake):
         **MERGED,
         "dataset_manifest": 3,
         **SPLITS,
+        **TRAINING,
         "all": 1,
     }
 
@@ -148,6 +175,58 @@ def test_tiny_synthetic_cohort_end_to_end(tmp_path, run_snakemake):
         assert set(augmented["patient_id"]) <= training
     assert (results / "figures" / "augmentation.png").stat().st_size > 0
 
+    # Agatston: one classical row per accepted patient, beside its true score.
+    scores = pd.read_csv(results / "agatston" / "patients.tsv", sep="\t", dtype=str)
+    assert list(scores["method"]) == ["classical"] * len(TINY_PATIENTS)
+    assert list(scores["patient_id"]) == list(qc.loc[qc["status"] == "accepted", "patient_id"])
+    truth = patients.set_index("patient_id")
+    assert list(scores["truth_agatston"]) == list(truth.loc[scores["patient_id"], "agatston_total"])
+    assert list(scores["truth_risk_category"]) == list(
+        truth.loc[scores["patient_id"], "risk_category"]
+    )
+    assert scores["agatston"].astype(float).ge(0).all()
+    cropped = pd.read_csv(results / "datasets" / "cropped" / "manifest.tsv", sep="\t")
+    images = set(zip(cropped["patient_id"], cropped["slice"], cropped["tile"], strict=True))
+    for patient in TINY_PATIENTS:
+        lesions = pd.read_csv(
+            results / "agatston" / "lesions" / f"{patient}.tsv", sep="\t", dtype={"tiles": str}
+        )
+        row = scores.set_index("patient_id").loc[patient]
+        assert len(lesions) == int(row["n_lesions"])
+        assert lesions["score"].sum() == pytest.approx(float(row["agatston"]), abs=0.01)
+        # Each lesion names cropped images that exist: the same slices and tiles.
+        for instance, tiles in zip(lesions["slice"], lesions["tiles"], strict=True):
+            assert {(patient, instance, int(t)) for t in tiles.split(",")} <= images
+    agreement = pd.read_csv(results / "agatston" / "agreement.tsv", sep="\t")
+    assert list(agreement["method"]) == ["classical"]
+    assert agreement.loc[0, "n_patients"] == len(TINY_PATIENTS)
+    for figure in ("agatston_scatter.png", "agatston_bland_altman.png"):
+        assert (results / "figures" / figure).stat().st_size > 0
+
+    # One trained network per dataset: it loads, predicts, and says what it expects.
+    summary = pd.read_csv(results / "models" / "summary.tsv", sep="\t")
+    assert sorted(summary["dataset"]) == sorted(sizes) and set(summary["model"]) == {"resnet50"}
+    assert (summary["epochs_run"] == 2).all() and (summary["train_images_per_s"] > 0).all()
+    model_path = results / "models" / "cropped" / "resnet50" / "model.keras"
+    model = keras.saving.load_model(model_path)
+    assert model.predict(np.zeros((2, 32, 32, 3), np.float32), verbose=0).shape == (2, 2)
+    assert read_preprocessing(model_path)["dataset"] == "cropped"
+    # Every test image of every dataset is scored, and the metrics cover each split and level.
+    metrics = pd.read_csv(results / "metrics.tsv", sep="\t")
+    assert len(metrics) == 3 * 2 * 2
+    test_patients = set(splits.loc[splits["split"] == "test", "patient_id"])
+    for dataset in sizes:
+        manifest = pd.read_csv(results / "datasets" / dataset / "manifest.tsv", sep="\t")
+        expected = manifest["patient_id"].isin(test_patients).sum()
+        row = metrics.query("dataset == @dataset and split == 'test' and level == 'image'")
+        assert int(row["n_images"].iloc[0]) == expected
+        assert row["accuracy_ci_low"].iloc[0] <= row["accuracy"].iloc[0]
+    table3 = pd.read_csv(results / "tables" / "table3.tsv", sep="\t")
+    assert table3["paper_accuracy"].notna().all()
+    for figure in ("roc.png", "confusion.png", "gradcam/cropped.png"):
+        assert (results / "figures" / figure).stat().st_size > 0
+    assert (results / "figures" / "training_curves" / "original_resnet50.png").exists()
+
     assert planned_jobs(run_snakemake(tmp_path, "--dry-run")) == {}
 
     # A larger cohort adds patients; the ones already written stay as they are.
@@ -159,5 +238,6 @@ def test_tiny_synthetic_cohort_end_to_end(tmp_path, run_snakemake):
         **MERGED,
         "dataset_manifest": 3,
         **SPLITS,
+        **TRAINING,
         "all": 1,
     }

@@ -18,6 +18,7 @@ wildcard_constraints:
 
 PATIENT_ID = re.compile(r"[A-Za-z0-9_.-]+")
 DATASETS = ("original", "segmented", "cropped")
+MODELS = tuple(config["training"]["models"])
 
 
 # Settings of the synthetic cohort that change no single patient: changing them must not
@@ -121,3 +122,10 @@ def label_key(wildcards):
 def synth_settings():
     """The synthetic settings that shape a single patient."""
     return {k: v for k, v in config["synthetic"].items() if k not in COHORT_ONLY_KEYS}
+
+
+def training_outputs(name):
+    """One output of every training job (dataset x model)."""
+    return expand(
+        f"results/models/{{dataset}}/{{model}}/{name}", dataset=DATASETS, model=MODELS
+    )

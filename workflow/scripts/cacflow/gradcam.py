@@ -17,6 +17,8 @@ pooling layer ("pool") is used, pooling layers excepted.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -132,3 +134,32 @@ def select_examples(
         take = min(per_kind, candidates.size)
         chosen[kind] = np.sort(rng.choice(candidates, size=take, replace=False))
     return chosen
+
+
+def test_examples(
+    model: keras.Model,
+    predictions: list[dict],
+    dataset_root: Path,
+    image_size: int,
+    channels: int,
+    per_kind: int = 2,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Grad-CAM of up to `per_kind` test images of each outcome (TP, FP, FN, TN), from the
+    rows of a training job's predictions.tsv: (images, maps, labels, probabilities), the
+    images as the model saw them (resized, in [0, 1])."""
+    test = [r for r in predictions if r["split"] == "test"]
+    labels = np.array([r["label"] == "calcium" for r in test], dtype=int)
+    probabilities = np.array([float(r["probability"]) for r in test])
+    chosen = np.concatenate(list(select_examples(labels, probabilities, per_kind, seed).values()))
+    chosen = chosen.astype(int)
+    images = []
+    for i in chosen:
+        grey = tf.io.decode_png(tf.io.read_file(str(Path(dataset_root) / test[i]["path"])), 1)
+        grey = tf.image.resize(grey, (image_size, image_size), method="area", antialias=True)
+        images.append(np.repeat(grey.numpy() / 255.0, channels, axis=-1))
+    if not images:
+        empty = np.zeros((0, image_size, image_size), np.float32)
+        return empty, empty, labels[:0], probabilities[:0]
+    images = np.stack(images).astype(np.float32)
+    return images, grad_cam(model, images), labels[chosen], probabilities[chosen]

@@ -19,13 +19,19 @@ Done a volume at a time, not slice by slice, for speed and for the context it gi
   epicardial fat; the liver, which can be larger, borders lung and muscle). Slices above
   and below the run of slices with a heart-sized blob are followed slice by slice for a
   few millimetres (the atria and aortic root, the apex); farther out there are only
-  vessels or abdomen;
+  vessels or abdomen. Towards the diaphragm (the end of the scan with less lung) the
+  heart only narrows below its widest fat-wrapped section while the domes of the liver
+  and spleen widen, so each slice there keeps only what lies within a few millimetres of
+  the slice above;
 - the mask is the chambers grown, in 3-D, by the depth of the pericardium: the distance
   at which the median HU round the chambers peaks on the thin pericardial line between
   epicardial and mediastinal fat, measured on the volume, and a little more towards the
-  apex, where the slices cut the sac obliquely past the chambers' end. The growth stops at the lungs,
-  at organs reaching out of the lungs' hull (chest wall, liver), and a few millimetres
-  short of free-standing mediastinal structures (descending aorta, oesophagus);
+  apex, where the slices cut the sac obliquely past the chambers' end, and towards the
+  base, where the sac's roof and the atrioventricular groove lie above the ventricles.
+  The growth stops at the lungs, at organs reaching out of the lungs' hull (chest wall,
+  liver), and a few millimetres short of free-standing structures behind the heart (descending aorta, oesophagus); the
+  great vessels at the base (ascending aorta, pulmonary trunk) are not entered but get no
+  clearance, since the coronary arteries run right beside their roots;
 - the distance field is interpolated to full resolution (a smooth boundary), and
   calcium at the edge of the mask is added whole, so that no coronary plaque is cut,
   unless it lies on the vessels behind the heart (the aortic wall).
@@ -69,13 +75,15 @@ class SegmentationSettings:
     body_opening_mm: float = 3.0  # removes the table, cables and noise outside the body
     lung_opening_mm: float = 2.0  # removes noise and small airways from the lung mask
     lung_min_area_mm2: float = 150.0  # smaller air pockets (oesophagus, bronchi) are not lung
-    lung_hull_margin_mm: float = 10.0  # the heart may reach this far beyond the lungs' hull
+    lung_hull_margin_mm: float = 25.0  # the heart may reach this far beyond the lungs' hull
     bone_min_hu: float = 200.0  # floor of the K-means bone threshold (little bone in view)
     spine_persistence: float = 0.5  # fraction of slices a spine pixel must be bone in
     spine_clearance_mm: float = 3.0  # the heart ends this far in front of the spine
     soft_tissue_min_hu: float = -30.0  # between fat (-100) and blood/muscle (+40)
     fat_min_hu: float = -200.0  # between lung (-850) and fat (-100)
     fat_ring_mm: float = 4.0  # width of the ring in which a blob's surrounding fat is counted
+    heart_fat_wrap: float = 0.8  # fraction of fat round a heart section (not abdomen)
+    inferior_growth_mm: float = 4.0  # below its widest section the heart grows no more
     max_heart_candidates: int = 3  # largest soft-tissue blobs compared for the heart
     chamber_opening_mm: float = 8.0  # breaks links to vessels, liver, oesophagus
     heart_min_radius_mm: float = 20.0  # a heart slice holds a disc this big; vessels do not
@@ -91,6 +99,7 @@ class SegmentationSettings:
     default_pericardial_margin_mm: float = 6.0  # used when no pericardium line is found
     apex_extra_margin_mm: float = 1.5  # added to the margin round the apex ...
     apex_taper_mm: float = 6.0  # ... reached over this length up to the last chamber slice
+    base_extra_margin_mm: float = 1.5  # added to the margin round the base (same taper)
     min_heart_area_mm2: float = 200.0  # slices with less heart are left empty
     max_calcium_area_mm2: float = 200.0  # calcium touching the mask is added up to this size
     calcium_gap_mm: float = 4.0  # calcium this close to the mask is added whole ...
@@ -171,7 +180,7 @@ def _margins_by_slice(
     """
     margins = np.full(len(chambers), margin)
     on_chambers = np.flatnonzero(chambers.any(axis=(1, 2)))
-    if len(on_chambers) < 4 or settings.apex_extra_margin_mm <= 0:
+    if len(on_chambers) < 4:
         return margins
     quarter = max(len(on_chambers) // 4, 1)
     rows, cols = np.indices(chambers.shape[1:])
@@ -183,11 +192,19 @@ def _margins_by_slice(
 
     if mean_lean(on_chambers[-quarter:]) >= mean_lean(on_chambers[:quarter]):
         from_apex = on_chambers[-1] - np.arange(len(chambers))
+        from_base = np.arange(len(chambers)) - on_chambers[0]
     else:
         from_apex = np.arange(len(chambers)) - on_chambers[0]
+        from_base = on_chambers[-1] - np.arange(len(chambers))
     taper = max(settings.apex_taper_mm, z_mm)
     ramp = np.clip(1.0 - from_apex * z_mm / taper, 0.0, 1.0)
-    return margins + settings.apex_extra_margin_mm * ramp
+    # At the base the sac's roof lies above the ventricles, over the atria and the roots
+    # of the great vessels, and the atrioventricular groove (circumflex, right coronary)
+    # sits in the fat below it: the margin widens there too.
+    base_ramp = np.clip(1.0 - from_base * z_mm / taper, 0.0, 1.0)
+    return (
+        margins + settings.apex_extra_margin_mm * ramp + settings.base_extra_margin_mm * base_ramp
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -248,14 +265,19 @@ def _coarse_masks(
     touched[0] = False
     chambers |= touched[blobs]
     chambers = _heart_slices_only(chambers, plane, z_mm, settings)
+    fat = (smooth > settings.fat_min_hu) & (smooth < settings.soft_tissue_min_hu)
+    chambers = _above_diaphragm(chambers, fat, lungs, plane, z_mm, settings)
     if not chambers.any():
         return None
 
     # Lungs and other soft-tissue organs stop the heart; thin soft tissue (coronary
     # arteries, the pericardium itself) does not. Organs reaching out of the lungs' hull
     # (chest wall, liver, diaphragm) only may not be entered: the heart lies against
-    # them. Free-standing ones in the mediastinum (descending aorta, oesophagus) are kept
-    # at a clearance, so the calcium of the aortic wall stays out.
+    # them. Free-standing ones behind the heart (descending aorta, oesophagus) are kept
+    # at a clearance, so the calcium of the aortic wall stays out; the great vessels at
+    # the base (ascending aorta, pulmonary trunk) leave the heart inside the pericardium,
+    # with the coronary arteries in the atrioventricular groove beside them: the mask may
+    # reach them, and calcium next to them is the heart's.
     near_chambers = _dilate(chambers, settings.vessel_clearance_mm + 2.0, (z_mm, *spacing))
     # Bone counts as an organ too; small bright spots (calcium) do not, so that a plaque
     # next to the chest wall is not cut out of the mask.
@@ -267,21 +289,22 @@ def _coarse_masks(
     on_wall = np.zeros(n + 1, dtype=bool)
     on_wall[np.unique(organs[others & ~lung_hull])] = True
     on_wall[0] = False
-    vessels = others & ~on_wall[organs]
-    around_vessels = _dilate(vessels, settings.vessel_clearance_mm, plane)
-    blocked = _dilate(lungs, settings.lung_clearance_mm, plane)
-    blocked |= on_wall[organs] | around_vessels
-    allowed = body & ~behind_spine & ~blocked
-    # Vessels behind the chambers' centre (descending aorta, oesophagus): calcium on and
-    # round them is never added to the heart.
-    centre_row = float(np.mean(np.nonzero(chambers)[1]))
+    # Behind the heart: organs whose centre lies behind the chambers' posterior edge
+    # (the back of the left atrium).
+    back_row = float(np.max(np.nonzero(chambers)[1]))
     posterior = np.zeros(n + 1, dtype=bool)
     if n:
         rows = np.bincount(organs.ravel(), np.indices(organs.shape)[1].ravel(), n + 1)
         counts = np.bincount(organs.ravel(), minlength=n + 1)
-        posterior[1:] = rows[1:] / np.maximum(counts[1:], 1) > centre_row
+        posterior[1:] = rows[1:] / np.maximum(counts[1:], 1) > back_row
     posterior &= ~on_wall
-    no_calcium = _dilate(posterior[organs], settings.vessel_clearance_mm, plane) | behind_spine
+    around_posterior = _dilate(posterior[organs], settings.vessel_clearance_mm, plane)
+    blocked = _dilate(lungs, settings.lung_clearance_mm, plane)
+    blocked |= (on_wall | ~posterior)[organs] & others
+    blocked |= around_posterior
+    allowed = body & ~behind_spine & ~blocked
+    # Calcium on and round the vessels behind the heart is never added to the heart.
+    no_calcium = around_posterior | behind_spine
     return _CoarseMasks(chambers=chambers, allowed=allowed | chambers, no_calcium=no_calcium)
 
 
@@ -346,6 +369,47 @@ def _heart_slices_only(
             if not 0 <= k < len(chambers) or not kept[k - step].any():
                 break
             kept[k] = chambers[k] & _dilate(kept[k - step], settings.vessel_attach_mm, spacing)
+    return kept
+
+
+def _above_diaphragm(
+    chambers: np.ndarray,
+    fat: np.ndarray,
+    lungs: np.ndarray,
+    plane: tuple[float, float, float],
+    z_mm: float,
+    settings: SegmentationSettings,
+) -> np.ndarray:
+    """Cut the abdominal organs (liver, spleen, stomach) off the heart's inferior end.
+
+    The heart rests on the diaphragm, and below the diaphragm's domes the abdominal soft
+    tissue touches it slice to slice, so the chambers' 3-D blob can run on into the
+    abdomen. Below its widest section the heart only narrows (towards the apex and its
+    diaphragmatic surface), while the domes widen downwards: from the widest section
+    that is wrapped in epicardial fat, each slice towards the diaphragm keeps only what
+    lies within `inferior_growth_mm` of the slice above it. The diaphragm's side is the
+    end of the scan with less lung (the domes push the lungs' bases aside).
+    """
+    on_chambers = np.flatnonzero(chambers.any(axis=(1, 2)))
+    if len(on_chambers) < 3:
+        return chambers
+    lung_area = lungs.sum(axis=(1, 2))
+    third = max(len(lungs) // 3, 1)
+    step = 1 if lung_area[-third:].mean() < lung_area[:third].mean() else -1
+    spacing = plane[1:]
+    area = np.zeros(len(chambers))
+    for k in on_chambers:
+        ring = _dilate(chambers[k], settings.fat_ring_mm, spacing) & ~chambers[k]
+        if np.count_nonzero(ring & fat[k]) >= settings.heart_fat_wrap * np.count_nonzero(ring):
+            area[k] = np.count_nonzero(chambers[k])
+    if not area.any():
+        return chambers
+    widest = int(np.argmax(area))
+    kept = chambers.copy()
+    k = widest + step
+    while 0 <= k < len(kept) and kept[k].any():
+        kept[k] &= _dilate(kept[k - step], settings.inferior_growth_mm, spacing)
+        k += step
     return kept
 
 

@@ -45,6 +45,7 @@ import tensorflow as tf
 
 from . import __version__, settings_from_config
 from .augment import AugmentSettings
+from .evaluation import PREDICTED_SPLITS, PREDICTION_COLUMNS
 from .inputs import (
     CLASSES,
     ImageTable,
@@ -58,18 +59,6 @@ from .tables import read_tsv, write_tsv
 
 log = logging.getLogger("cacflow.training")
 
-PREDICTION_COLUMNS = (
-    "dataset",
-    "model",
-    "split",
-    "patient_id",
-    "slice",
-    "tile",
-    "path",
-    "label",
-    "probability",
-)
-PREDICTED_SPLITS = ("validation", "test")
 PREPROCESSING_ENTRY = "cacflow.json"  # inside model.keras (a zip archive)
 SUMMARY_COLUMNS = (
     "dataset",

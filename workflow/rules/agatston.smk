@@ -1,0 +1,116 @@
+include: "agatston_inputs.smk"
+
+
+rule score_patient:
+    input:
+        volume="results/ingest/{patient}.npz",
+        segmentation="results/segmentation/{patient}.npz",
+        lib=lib(
+            "__init__",
+            "scoring",
+            "agatston",
+            "datasets",
+            "ingest",
+            "pipeline",
+            "segmentation",
+            "tables",
+            "runlog",
+        ),
+    output:
+        scores="results/agatston/classical/{patient}.tsv",
+        lesions="results/agatston/lesions/{patient}.tsv",
+    log:
+        "results/logs/agatston/{patient}.log",
+    benchmark:
+        "results/benchmarks/agatston/{patient}.tsv"
+    group:
+        "patient"
+    conda:
+        "../../envs/dicom.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=5,
+    params:
+        # The cropped dataset's grid: lesions name the tiles that show them.
+        grid=config["datasets"]["grid"],
+    script:
+        "../scripts/score_patient.py"
+
+
+rule agatston_patients:
+    input:
+        classical=expand(
+            "results/agatston/classical/{patient}.tsv", patient=patient_ids()
+        ),
+        methods=hybrid_tables(),
+        truth=[] if own_data() else "results/synthetic/truth/patients.tsv",
+        lib=lib(
+            "__init__", "scoring", "agatston", "datasets", "ingest", "tables", "runlog"
+        ),
+    output:
+        "results/agatston/patients.tsv",
+    log:
+        "results/logs/agatston_patients.log",
+    localrule: True
+    conda:
+        "../../envs/dicom.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../scripts/agatston_patients.py"
+
+
+rule agatston_agreement:
+    input:
+        scores="results/agatston/patients.tsv",
+        lib=lib("__init__", "agreement", "agatston", "tables", "runlog"),
+    output:
+        report(
+            "results/agatston/agreement.tsv",
+            caption="../report/agatston_agreement.rst",
+            category="Agatston",
+        ),
+    log:
+        "results/logs/agatston_agreement.log",
+    localrule: True
+    conda:
+        "../../envs/report.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../scripts/agatston_agreement.py"
+
+
+rule agatston_figures:
+    input:
+        scores="results/agatston/patients.tsv",
+        lib=lib(
+            "__init__", "agatston_figures", "agreement", "agatston", "tables", "runlog"
+        ),
+    output:
+        scatter=report(
+            "results/figures/agatston_scatter.png",
+            caption="../report/agatston_scatter.rst",
+            category="Agatston",
+        ),
+        bland_altman=report(
+            "results/figures/agatston_bland_altman.png",
+            caption="../report/agatston_bland_altman.rst",
+            category="Agatston",
+        ),
+    log:
+        "results/logs/agatston_figures.log",
+    localrule: True
+    conda:
+        "../../envs/report.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../scripts/agatston_figures.py"

@@ -1,0 +1,117 @@
+rule evaluate:
+    input:
+        predictions=training_outputs("predictions.tsv"),
+        summaries=training_outputs("summary.tsv"),
+        lib=lib("__init__", "evaluation", "metrics", "paper", "tables", "runlog"),
+    output:
+        metrics="results/metrics.tsv",
+        table1=report(
+            "results/tables/table1.tsv",
+            caption="../report/table1.rst",
+            category="Models",
+        ),
+        table3=report(
+            "results/tables/table3.tsv",
+            caption="../report/table3.rst",
+            category="Models",
+        ),
+    log:
+        "results/logs/evaluate.log",
+    conda:
+        "../../envs/report.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    params:
+        evaluation=config["evaluation"],
+        seed=config["seed"],
+    script:
+        "../scripts/evaluate.py"
+
+
+rule evaluation_figures:
+    input:
+        predictions=training_outputs("predictions.tsv"),
+        metrics="results/metrics.tsv",
+        lib=lib("__init__", "eval_figures", "metrics", "tables", "runlog"),
+    output:
+        roc=report(
+            "results/figures/roc.png", caption="../report/roc.rst", category="Models"
+        ),
+        confusion=report(
+            "results/figures/confusion.png",
+            caption="../report/confusion.rst",
+            category="Models",
+        ),
+    log:
+        "results/logs/evaluation_figures.log",
+    localrule: True
+    conda:
+        "../../envs/report.yaml"
+    script:
+        "../scripts/evaluation_figures.py"
+
+
+rule training_curves:
+    input:
+        history="results/models/{dataset}/{model}/history.csv",
+        lib=lib("__init__", "eval_figures", "metrics", "runlog"),
+    output:
+        report(
+            "results/figures/training_curves/{dataset}_{model}.png",
+            caption="../report/training_curves.rst",
+            category="Training",
+            labels={"dataset": "{dataset}", "model": "{model}"},
+        ),
+    log:
+        "results/logs/training_curves/{dataset}_{model}.log",
+    localrule: True
+    conda:
+        "../../envs/report.yaml"
+    script:
+        "../scripts/training_curves.py"
+
+
+rule gradcam_figure:
+    input:
+        manifest="results/datasets/{dataset}/manifest.tsv",
+        models=expand("results/models/{{dataset}}/{model}/model.keras", model=MODELS),
+        predictions=expand(
+            "results/models/{{dataset}}/{model}/predictions.tsv", model=MODELS
+        ),
+        lib=lib(
+            "__init__",
+            "gradcam",
+            "eval_figures",
+            "metrics",
+            "training",
+            "evaluation",
+            "models",
+            "inputs",
+            "augment",
+            "splits",
+            "paper",
+            "tables",
+            "runlog",
+        ),
+    output:
+        report(
+            "results/figures/gradcam/{dataset}.png",
+            caption="../report/gradcam.rst",
+            category="Models",
+            labels={"dataset": "{dataset}"},
+        ),
+    log:
+        "results/logs/gradcam/{dataset}.log",
+    conda:
+        "../../envs/train.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=30,
+    params:
+        per_kind=config["evaluation"]["gradcam_per_kind"],
+        seed=config["seed"],
+    script:
+        "../scripts/gradcam_figure.py"

@@ -1,0 +1,65 @@
+wildcard_constraints:
+    model="|".join(MODELS),
+
+
+rule train_model:
+    input:
+        manifest="results/datasets/{dataset}/manifest.tsv",
+        augmented="results/augmented/{dataset}/manifest.tsv",
+        splits="results/splits/patients.tsv",
+        lib=lib(
+            "__init__",
+            "training",
+            "models",
+            "inputs",
+            "augment",
+            "splits",
+            "tables",
+            "runlog",
+        ),
+    output:
+        model="results/models/{dataset}/{model}/model.keras",
+        history="results/models/{dataset}/{model}/history.csv",
+        summary="results/models/{dataset}/{model}/summary.tsv",
+        # P(calcium) of every validation and test image, for evaluation and hybrid scores.
+        predictions="results/models/{dataset}/{model}/predictions.tsv",
+    log:
+        "results/logs/train/{dataset}/{model}.log",
+    benchmark:
+        "results/benchmarks/train/{dataset}/{model}.tsv"
+    conda:
+        "../../envs/train.yaml"
+    # TensorFlow uses the job's threads (intra-op); on a workstation with one GPU (profile
+    # resources gpu: 1) the trainings run one at a time.
+    threads: 8
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=240,
+    params:
+        training=config["training"],
+        input_pipeline=config["input_pipeline"],
+        augmentation=config["augmentation"],
+        datasets=config["datasets"],
+        seed=config["seed"],
+    script:
+        "../scripts/train_model.py"
+
+
+rule training_summary:
+    input:
+        tables=expand(
+            "results/models/{dataset}/{model}/summary.tsv",
+            dataset=DATASETS,
+            model=MODELS,
+        ),
+        lib=lib("__init__", "tables", "runlog"),
+    output:
+        "results/models/summary.tsv",
+    log:
+        "results/logs/training_summary.log",
+    localrule: True
+    conda:
+        "../../envs/train.yaml"
+    script:
+        "../scripts/merge_tables.py"

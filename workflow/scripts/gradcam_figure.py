@@ -1,0 +1,36 @@
+"""Rule gradcam_figure: Grad-CAM maps of sample test images (TP, FP, FN, TN) of every model
+trained on one dataset; one row of images per model, in the order of training.models."""
+
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from cacflow.eval_figures import plot_gradcam_grid
+from cacflow.gradcam import test_examples
+from cacflow.runlog import start_rule_log
+from cacflow.tables import read_tsv
+from cacflow.training import read_preprocessing
+
+start_rule_log(snakemake.log[0], snakemake.rule)
+per_kind = snakemake.params.per_kind
+parts = []
+for model_path, predictions in zip(
+    snakemake.input.models, snakemake.input.predictions, strict=True
+):
+    preprocessing = read_preprocessing(Path(model_path))
+    parts.append(
+        test_examples(
+            keras.saving.load_model(model_path),
+            read_tsv(Path(predictions)),
+            Path(snakemake.input.manifest).parent,
+            preprocessing["image_size"],
+            preprocessing["channels"],
+            per_kind=per_kind,
+            seed=snakemake.params.seed,
+        )
+    )
+images, maps, labels, probabilities = (np.concatenate(arrays) for arrays in zip(*parts))
+plot_gradcam_grid(
+    images, maps, labels, probabilities, Path(snakemake.output[0]), columns=4 * per_kind
+)
