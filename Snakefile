@@ -19,6 +19,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/agatston.smk"
 # Last: its inputs are whatever the rules above make.
+include: "workflow/rules/report.smk"
 
 
 rule all:
@@ -49,3 +50,4 @@ rule all:
         [] if own_data() else "results/agatston/agreement.tsv",
         [] if own_data() else "results/figures/agatston_scatter.png",
         [] if own_data() else "results/figures/agatston_bland_altman.png",
+        "results/report/index.html",

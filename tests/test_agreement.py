@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cacflow.agatston import risk_category
 from cacflow.agatston_figures import draw_bland_altman, draw_scatter, scores_by_method
 from cacflow.agreement import (
     AGREEMENT_COLUMNS,
@@ -165,3 +166,33 @@ def test_a_true_score_of_zero_counts():
     (row,) = agreement_rows(rows)
     assert row["n_patients"] == 2 and row["bland_altman_mean"] == "5.0000"
     assert len(scores_by_method(rows)["m"][1]) == 2
+
+
+def test_a_method_on_part_of_the_cohort_is_compared_with_classical_on_the_same_patients():
+    def row(patient, method, score, truth):
+        return {
+            "patient_id": patient,
+            "method": method,
+            "agatston": score,
+            "risk_category": risk_category(score),
+            "truth_agatston": truth,
+            "truth_risk_category": risk_category(truth),
+        }
+
+    rows = [
+        row("A", "classical", 50.0, 10.0),
+        row("B", "classical", 0.0, 0.0),
+        row("C", "classical", 500.0, 450.0),
+        row("A", "hybrid:cropped/vgg16", 10.0, 10.0),
+        row("B", "hybrid:cropped/vgg16", 0.0, 0.0),
+    ]
+    table = agreement_rows(rows)
+    assert [r["method"] for r in table] == [
+        "classical",
+        "classical, same patients as hybrid:cropped/vgg16",
+        "hybrid:cropped/vgg16",
+    ]
+    assert [r["n_patients"] for r in table] == [3, 2, 2]
+    # On A and B, classical is 40 points high on A only: mean difference 20.
+    assert float(table[1]["bland_altman_mean"]) == pytest.approx(20.0)
+    assert float(table[2]["bland_altman_mean"]) == pytest.approx(0.0)

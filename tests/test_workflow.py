@@ -105,6 +105,9 @@ TRAINING = {
     "evaluate": 1,
     "evaluation_figures": 1,
     "gradcam_figure": 3,
+    "hybrid_scores": 3,
+    "example_figure": 1,
+    "report": 1,
 }
 
 
@@ -198,8 +201,17 @@ def test_tiny_synthetic_cohort_end_to_end(tmp_path, run_snakemake):
         for instance, tiles in zip(lesions["slice"], lesions["tiles"], strict=True):
             assert {(patient, instance, int(t)) for t in tiles.split(",")} <= images
     agreement = pd.read_csv(results / "agatston" / "agreement.tsv", sep="\t")
-    assert list(agreement["method"]) == ["classical"]
+    assert agreement.loc[0, "method"] == "classical"
     assert agreement.loc[0, "n_patients"] == len(TINY_PATIENTS)
+    # Hybrid scores of each trained network on the test patients, beside the classical
+    # scores of the same patients.
+    n_test = (splits["split"] == "test").sum()
+    for dataset in ("original", "segmented", "cropped"):
+        hybrid = agreement.set_index("method").loc[f"hybrid:{dataset}/resnet50"]
+        same = agreement.set_index("method").loc[
+            f"classical, same patients as hybrid:{dataset}/resnet50"
+        ]
+        assert hybrid["n_patients"] == same["n_patients"] == n_test
     for figure in ("agatston_scatter.png", "agatston_bland_altman.png"):
         assert (results / "figures" / figure).stat().st_size > 0
 

@@ -1,6 +1,3 @@
-include: "agatston_inputs.smk"
-
-
 rule score_patient:
     input:
         volume="results/ingest/{patient}.npz",
@@ -114,3 +111,23 @@ rule agatston_figures:
         runtime=5,
     script:
         "../scripts/agatston_figures.py"
+
+
+rule hybrid_scores:
+    input:
+        lesions=expand("results/agatston/lesions/{patient}.tsv", patient=patient_ids()),
+        predictions="results/models/{dataset}/{model}/predictions.tsv",
+        lib=lib(
+            "__init__", "scoring", "agatston", "datasets", "ingest", "tables", "runlog"
+        ),
+    output:
+        "results/agatston/hybrid/{dataset}/{model}.tsv",
+    log:
+        "results/logs/hybrid_scores/{dataset}/{model}.log",
+    localrule: True
+    conda:
+        "../../envs/dicom.yaml"
+    params:
+        threshold=config["agatston"]["hybrid_threshold"],
+    script:
+        "../scripts/hybrid_scores.py"

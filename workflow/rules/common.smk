@@ -129,3 +129,11 @@ def training_outputs(name):
     return expand(
         f"results/models/{{dataset}}/{{model}}/{name}", dataset=DATASETS, model=MODELS
     )
+
+
+def hybrid_tables():
+    """Hybrid Agatston scores of every trained network (rule hybrid_scores), merged after
+    the classical ones into results/agatston/patients.tsv."""
+    return expand(
+        "results/agatston/hybrid/{dataset}/{model}.tsv", dataset=DATASETS, model=MODELS
+    )

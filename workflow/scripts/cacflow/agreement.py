@@ -124,6 +124,20 @@ def agreement_rows(score_rows: Iterable[Mapping]) -> list[dict]:
         by_method.setdefault(str(row["method"]), [])
         if has_truth(row):
             by_method[str(row["method"])].append(row)
+    # A method scored on part of the cohort (hybrid: the test patients) is compared with the
+    # classical score of the same patients, on the row after it.
+    classical = {str(r.get("patient_id")): r for r in by_method.get("classical", [])}
+    for method, rows in list(by_method.items()):
+        patients = [str(r.get("patient_id")) for r in rows]
+        if method != "classical" and len(patients) < len(classical):
+            same = [classical[p] for p in patients if p in classical]
+            by_method[f"classical, same patients as {method}"] = same
+    if classical:
+        others = sorted(
+            (m for m in by_method if m != "classical"),
+            key=lambda m: (m.removeprefix("classical, same patients as "), m),
+        )
+        by_method = {"classical": by_method["classical"], **{m: by_method[m] for m in others}}
     out = []
     for method, rows in by_method.items():
         predicted = [float(r["agatston"]) for r in rows]

@@ -1,0 +1,20 @@
+"""Rule hybrid_scores: the classical lesions of each TEST patient kept only where the network
+calls an image that shows them calcium (cacflow.scoring.hybrid_scores)."""
+
+import logging
+from pathlib import Path
+
+from cacflow.runlog import start_rule_log
+from cacflow.scoring import PATIENT_COLUMNS, hybrid_scores
+from cacflow.tables import read_tsv, write_tsv
+
+start_rule_log(snakemake.log[0], snakemake.rule)
+dataset, model = snakemake.wildcards.dataset, snakemake.wildcards.model
+# Test patients only: validation patients chose the epoch of the saved weights.
+predictions = [r for r in read_tsv(Path(snakemake.input.predictions)) if r["split"] == "test"]
+lesions = [row for path in snakemake.input.lesions for row in read_tsv(Path(path))]
+rows = hybrid_scores(
+    lesions, predictions, f"hybrid:{dataset}/{model}", threshold=snakemake.params.threshold
+)
+write_tsv(Path(snakemake.output[0]), rows, PATIENT_COLUMNS)
+logging.getLogger("hybrid").info("%s/%s: %d test patients scored", dataset, model, len(rows))
