@@ -38,8 +38,12 @@ def dry_run(workdir: Path, config: Path, *extra: str) -> tuple[float, str]:
 
 # Rules that run on the submitting host (localrule: True, or no execution at all).
 LOCAL_RULES = {"all", "synth_tables", "qc_series", "qc_segmentation", "qc_datasets"}
-LOCAL_RULES |= {"dataset_manifest"}
+LOCAL_RULES |= {"dataset_manifest", "library_stamp", "make_splits", "augmentation_figure"}
+LOCAL_RULES |= {"agatston_patients", "agatston_agreement", "agatston_figures", "hybrid_scores"}
+LOCAL_RULES |= {"training_summary", "training_curves", "evaluation_figures"}
+LOCAL_RULES |= {"example_figure", "report"}
 GROUPED_RULES = {"synth_patient", "ingest_patient", "segment_patient", "datasets_patient"}
+GROUPED_RULES |= {"score_patient"}
 
 
 def job_stats(output: str) -> dict[str, int]:
@@ -63,6 +67,23 @@ def count(output: str) -> tuple[int, int, int]:
     return sum(stats.values()), groups, groups + ungrouped
 
 
+def own_data_config(root: Path, patients: int) -> Path:
+    """A cohort of the user's kind: `patients` study folders (one placeholder file each: a
+    dry run reads no image) and a label table."""
+    studies = root / "studies"
+    rows = ["patient_id\tinstance_number\tcalcium"]
+    for i in range(1, patients + 1):
+        folder = studies / f"PAT{i:05d}"
+        folder.mkdir(parents=True)
+        (folder / "0001.dcm").write_bytes(b"")
+        rows.append(f"PAT{i:05d}\t1\t0")
+    labels = root / "labels.tsv"
+    labels.write_text("\n".join(rows) + "\n")
+    config = root / "own.yaml"
+    config.write_text(yaml.safe_dump({"dicom_dir": str(studies), "labels": str(labels)}))
+    return config
+
+
 def version() -> str:
     proc = subprocess.run([str(SNAKEMAKE), "--version"], check=True, capture_output=True, text=True)
     return proc.stdout.strip()
@@ -76,14 +97,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     rows = []
     with tempfile.TemporaryDirectory(prefix="cacflow-dag-") as tmp:
-        config = Path(tmp) / "cohort.yaml"
-        config.write_text(yaml.safe_dump({"synthetic": {"patients": args.patients}}))
-        for label, extra in (
-            ("one job per rule and patient", ()),
-            (
-                f"--group-components patient={args.group_size}",
-                ("--group-components", f"patient={args.group_size}"),
-            ),
+        synthetic = Path(tmp) / "cohort.yaml"
+        synthetic.write_text(yaml.safe_dump({"synthetic": {"patients": args.patients}}))
+        own = own_data_config(Path(tmp), args.patients)
+        grouped = ("--group-components", f"patient={args.group_size}")
+        for label, config, extra in (
+            ("own data, one job per rule and patient", own, ()),
+            (f"own data, --group-components patient={args.group_size}", own, grouped),
+            ("synthetic, one job per rule and patient", synthetic, ()),
+            (f"synthetic, --group-components patient={args.group_size}", synthetic, grouped),
         ):
             seconds, output = dry_run(Path(tmp) / "work", config, *extra)
             rows.append((label, seconds, *count(output)))
@@ -101,7 +123,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.record:
         append_section(
             "dag_scale",
-            f"{args.patients} synthetic patients (dry run: no images), snakemake {version()}",
+            f"{args.patients} patients (dry run: no images), own data (study folders and a "
+            f"label table) and synthetic (one more rule per patient), snakemake {version()}",
             table,
             cores_used="one (Snakemake plans on one core)",
         )
