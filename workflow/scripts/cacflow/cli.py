@@ -1,6 +1,12 @@
 """The `cacflow` command line: `cacflow synth` writes a synthetic cohort; `cacflow ingest`
 runs the workflow's per-patient steps (checks, HU, heart segmentation, the three datasets)
-on one study."""
+on one study; `cacflow predict` scores one new study with a trained model.
+
+Exit status: 0 done (study accepted and scored); 2 study refused by ingest (one-line reason
+on stderr, as in results/qc/series.tsv); 3 model unusable (`predict`: file missing, not a
+cacflow model, input size not matching its stored preprocessing); 64 bad usage (options,
+config); 1 an unexpected error (a bug: please report it with the traceback).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,16 @@ import time
 from pathlib import Path
 
 from . import __version__
+
+EXIT_OK, EXIT_REFUSED, EXIT_MODEL, EXIT_USAGE = 0, 2, 3, 64
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse exits 2 on bad usage, which `predict` and `ingest` use for a refused study."""
+
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -71,8 +87,90 @@ def _ingest(args: argparse.Namespace) -> int:
     )
 
 
+PREDICT_DESCRIPTION = """\
+Score one new study with a trained model, running the workflow's own code: ingest checks
+(the same refusals and reasons), heart segmentation, the images of the dataset the model was
+trained on (with the window, sizes and grid stored in the model, which win over --config),
+the classifier on every image, the classical Agatston score inside the heart mask and the
+hybrid one (the classical lesions shown by an image the model calls calcium). Writes
+prediction.json and overlay.png into --out and prints a summary on stdout.
+
+exit status:
+  0   scored
+  2   study refused by ingest (the one-line reason on stderr); no prediction.json
+  3   model unusable: missing, not a cacflow model (no cacflow.json inside), or not
+      matching its stored preprocessing
+  64  bad usage (options, --config)
+"""
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import yaml
+
+    def usage(message: str) -> int:
+        print(f"cacflow predict: {message}", file=sys.stderr)
+        return EXIT_USAGE
+
+    sections = {}
+    if args.config:
+        try:
+            sections = yaml.safe_load(Path(args.config).read_text()) or {}
+        except (OSError, yaml.YAMLError) as error:
+            return usage(f"--config {args.config}: {str(error).splitlines()[0]}")
+    from .ingest import IngestError, IngestSettings
+    from .pipeline import StudySettings, settings_from
+    from .predict import UnusableModelError, patient_name, predict_study, summary_lines
+
+    ingest_section = dict(sections.get("ingest") or {})
+    if args.pseudonymize:
+        ingest_section["pseudonymize"] = True
+    try:
+        settings = StudySettings(
+            ingest=IngestSettings.from_config(ingest_section),
+            segmentation=settings_from("segmentation", sections.get("segmentation") or {}),
+            datasets=settings_from("datasets", sections.get("datasets") or {}),
+        )
+    except (ValueError, TypeError) as error:
+        return usage(f"--config {args.config}: {error}")
+    threshold = args.threshold
+    if threshold is None:
+        threshold = float((sections.get("agatston") or {}).get("hybrid_threshold", 0.5))
+    if not 0.0 <= threshold <= 1.0:
+        return usage(f"--threshold must be within 0..1, got {threshold:g}")
+    key = args.pseudonym_key or ingest_section.get("pseudonym_key", "")
+    if settings.ingest.pseudonymize and not key:
+        return usage("--pseudonymize needs --pseudonym-key (or ingest.pseudonym_key)")
+    patient_id = patient_name(Path(args.study_dir), settings.ingest, key)
+    out = Path(args.out) if args.out else Path("predictions") / patient_id
+    try:
+        prediction = predict_study(
+            Path(args.model),
+            Path(args.study_dir),
+            out,
+            settings,
+            threshold=threshold,
+            patient_id=patient_id,
+            keep_images=args.keep_images,
+            config_datasets=sections.get("datasets") or {},
+        )
+    except UnusableModelError as error:
+        print(f"model unusable: {error}", file=sys.stderr)
+        return EXIT_MODEL
+    except IngestError as error:
+        print(f"refused: {error.reason}", file=sys.stderr)
+        return EXIT_REFUSED
+    for note in prediction.notes:
+        print(f"note: {note}", file=sys.stderr)
+    for line in summary_lines(prediction.record):
+        print(line)
+    print(f"wrote {prediction.json_path} and {prediction.overlay_path}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cacflow", description=__doc__)
+    parser = _Parser(
+        prog="cacflow", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--version", action="version", version=f"cacflow {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     synth = sub.add_parser("synth", help="write a synthetic CAC-CT cohort with known truth")
@@ -129,6 +227,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ingest.add_argument("--pseudonym-key", help="secret key of the pseudonym")
     ingest.set_defaults(func=_ingest)
+
+    predict = sub.add_parser(
+        "predict",
+        help="score one new study with a trained model (classical and hybrid Agatston)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=PREDICT_DESCRIPTION,
+    )
+    predict.add_argument("study_dir", help="folder with the patient's DICOM files")
+    predict.add_argument(
+        "--model", required=True, help="a model.keras written by cacflow's training"
+    )
+    predict.add_argument("--out", help="output folder (default: predictions/<patient id>)")
+    predict.add_argument(
+        "--threshold",
+        type=float,
+        help="P(calcium) from which an image counts as calcium for the hybrid score "
+        "(default: agatston.hybrid_threshold of --config, else 0.5)",
+    )
+    predict.add_argument(
+        "--config", help="a config.yaml whose ingest and segmentation sections apply"
+    )
+    predict.add_argument(
+        "--pseudonymize",
+        action="store_true",
+        help="accept identifying tags (never copied) and name the patient by a keyed hash",
+    )
+    predict.add_argument("--pseudonym-key", help="secret key of the pseudonym")
+    predict.add_argument(
+        "--keep-images",
+        action="store_true",
+        help="keep the images the model saw under OUT/images/<dataset>/ with their manifest",
+    )
+    predict.set_defaults(func=_predict)
     return parser
 
 
