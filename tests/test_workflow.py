@@ -185,7 +185,16 @@ def test_tiny_synthetic_cohort_end_to_end(tmp_path, run_snakemake, tiny_config):
 
     # Agatston: one classical row per accepted patient, beside its true score.
     scores = pd.read_csv(results / "agatston" / "patients.tsv", sep="\t", dtype=str)
-    assert list(scores["method"]) == ["classical"] * len(TINY_PATIENTS)
+    hybrid = scores[scores["method"].str.startswith("hybrid:")]
+    scores = scores[scores["method"] == "classical"]
+    # Hybrid: each network's test patients, scored with a subset of their classical lesions.
+    assert set(hybrid["method"]) == {f"hybrid:{dataset}/resnet50" for dataset in sizes}
+    test_ids = sorted(splits.loc[splits["split"] == "test", "patient_id"])
+    classical_score = scores.set_index("patient_id")["agatston"].astype(float)
+    for _, group in hybrid.groupby("method"):
+        assert sorted(group["patient_id"]) == test_ids
+        for patient, score in zip(group["patient_id"], group["agatston"], strict=True):
+            assert 0 <= float(score) <= classical_score[patient] + 1e-6
     assert list(scores["patient_id"]) == list(qc.loc[qc["status"] == "accepted", "patient_id"])
     truth = patients.set_index("patient_id")
     assert list(scores["truth_agatston"]) == list(truth.loc[scores["patient_id"], "agatston_total"])

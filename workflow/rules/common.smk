@@ -11,6 +11,19 @@ from snakemake.utils import validate
 validate(config, "../schemas/config.schema.yaml")
 
 
+def _key_sorted(value):
+    if isinstance(value, dict):
+        return {key: _key_sorted(value[key]) for key in sorted(value)}
+    return value
+
+
+# Config sections reach rules as params, and Snakemake compares params as written: sorted
+# keys make the order of keys in a config file (or a --configfile on top) irrelevant, so
+# reordering settings never reruns a job.
+for _section in list(config):
+    config[_section] = _key_sorted(config[_section])
+
+
 wildcard_constraints:
     patient="[A-Za-z0-9_.-]+",
     dataset="original|segmented|cropped",
