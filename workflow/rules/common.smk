@@ -53,7 +53,9 @@ def library_files(wildcards):
     """Paths of the library modules named in a stamp's wildcard, relative to the working
     directory, which need not be the repository (snakemake --directory)."""
     package = Path(workflow.basedir, "workflow", "scripts", "cacflow")
-    return [os.path.relpath(package / f"{name}.py") for name in wildcards.modules.split("+")]
+    return [
+        os.path.relpath(package / f"{name}.py") for name in wildcards.modules.split("+")
+    ]
 
 
 def synthetic_patient_ids(n):
