@@ -11,8 +11,8 @@ of its lesions goes to the kind that holds most of its pixels,
 - non-coronary: aortic wall, aortic valve and mitral annulus calcium (the truth leaves it
   out, classical counts it where it lies in the heart mask);
 - outside the true heart: the mask spilling onto bone, cartilage or liver;
-- inside the true heart, not calcium: image noise (and cartilage or rib where the phantom's
-  heart overlaps them);
+- inside the true heart, not calcium: image noise (the phantom's heart holds no bone or
+  cartilage);
 
 so the four add up to the classical score. A diagnostic row scores only the true coronary
 pixels inside the heart mask: truth minus that is what the mask cuts off.

@@ -225,6 +225,26 @@ def test_coronary_lesions_lie_inside_the_heart_region(full_size_patients):
             assert patient.volume.heart_mask[lesion].mean() >= 0.99
 
 
+@pytest.mark.parametrize("seed", [2021, 9001])
+def test_heart_region_holds_no_bone_or_cartilage_and_lies_behind_the_chest_wall(seed):
+    """The pericardium sits behind sternum, costal cartilage and ribs (anterior mediastinal
+    fat between): noise-free planes through the heart hold only soft tissue, fat and blood
+    in the truth heart region, and none of it lies in the body wall."""
+    heart_tissue_max_hu = 100.0  # blood 42, myocardium 48; cartilage 110, bone >= 230
+    for pid in patient_ids(12):
+        patient = simulate_patient(pid, SynthSettings(seed=seed, size=256), slices=[])
+        anatomy, acq = patient.anatomy, patient.acquisition
+        grid = phantom.Grid(acq)
+        static = phantom.static_maps(anatomy, grid)
+        for z in acq.slice_z_mm():
+            plane = phantom.render_plane(anatomy, grid, float(z), static)
+            heart = plane.heart_mask
+            if not heart.any():
+                continue
+            assert plane.hu[heart].max() <= heart_tissue_max_hu, f"{pid} z={z:.1f}"
+            assert not (heart & ~static.cavity).any(), f"{pid} z={z:.1f}: heart in the chest wall"
+
+
 def test_radon_noise_model_reconstructs_a_chest(tmp_path):
     settings = SynthSettings(seed=1, size=96, noise_model="radon")
     patient = simulate_patient("SYN0001", settings, slices=[20])

@@ -42,6 +42,7 @@ MYOCARDIUM = 48.0
 LIVER = 58.0
 CSF = 10.0
 CARTILAGE = 110.0
+STERNUM_SEMI_MM = (14.0, 6.5)  # half width and half depth of the sternal body
 LESION_LABEL_MIN_HU = 20.0  # a pixel belongs to a lesion where it raises the image this much
 
 ARTERIES = ("LAD", "LCX", "RCA")
@@ -416,12 +417,14 @@ def _below_dome(x, y, z: float, dome: tuple[float, float, float, float]) -> np.n
 def _render_sternum(image: np.ndarray, grid: Grid, a: Anatomy, z: float) -> None:
     if z < a.sternum_bottom_z:
         return
-    cy = a.body_center_y - a.body_semi_axes[1] + a.subcutaneous_fat_mm + 0.5 * a.muscle_mm + 5
-    win = grid.window(-16, 16, cy - 8, cy + 8)
+    wall = a.subcutaneous_fat_mm + a.muscle_mm + a.chest_wall_mm
+    cy = a.body_center_y - a.body_semi_axes[1] + sternum_depth_mm(wall)
+    half_width, half_depth = STERNUM_SEMI_MM
+    win = grid.window(-half_width - 2, half_width + 2, cy - half_depth - 2, cy + half_depth + 2)
     if win is None:
         return
     index, x, y = win
-    q = (x / 14.0) ** 2 + ((y - cy) / 6.5) ** 2
+    q = (x / half_width) ** 2 + ((y - cy) / half_depth) ** 2
     region = image[index]
     region[q <= 1.0] = 700.0
     region[q <= 0.6] = 240.0
@@ -731,6 +734,28 @@ class HeartFrame:
         return self.center + np.asarray(scale, dtype=float)[..., None] * offset
 
 
+def _behind_chest_wall(frame: HeartFrame, body_front, min_depth_mm: float) -> np.ndarray:
+    """The heart's centre moved back until its front half lies `min_depth_mm` below the skin.
+
+    Only the front half is checked: the back of the body is drawn later, round the heart.
+    """
+    lateral, anterior = body_front
+    body = (lateral, anterior, np.inf)
+    t, phi = np.linspace(-1, 1, 41)[:, None], np.linspace(0, 360, 73)[None, :]
+    centre = frame.center.copy()
+    for _ in range(20):
+        surface = HeartFrame(centre, frame.u, frame.e1, frame.e2, frame.semi).point(t, phi, 1.0)
+        front = surface[..., 1] < 0
+        if not front.any():
+            break
+        depth = depth_below_skin_mm(body, surface[..., 0][front], surface[..., 1][front])
+        shortfall = min_depth_mm - float(depth.min())
+        if shortfall <= 0.05:
+            break
+        centre[1] += shortfall + 0.1
+    return centre
+
+
 def _coronary_paths(
     frame: HeartFrame, fat_mm: float, root: np.ndarray, root_radius: float, rng: np.random.Generator
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -805,14 +830,46 @@ def _vessel_tree(
     return Capsules(np.array(p0), np.array(p1), np.array(r))
 
 
+def depth_below_skin_mm(body_semi, x, y) -> np.ndarray:
+    """Depth of points (x, y; body centre at 0) below the skin, along the ray from the
+    centre: the depth `static_maps` layers the body wall by."""
+    lateral, anterior, posterior = body_semi
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    semi_y = np.where(y < 0, anterior, posterior)
+    r = np.sqrt((x / lateral) ** 2 + (y / semi_y) ** 2)
+    rho = np.hypot(x, y)
+    return np.where(r < 1e-3, min(lateral, anterior), (1.0 - r) * rho / np.maximum(r, 1e-3))
+
+
+def _below_skin(body_semi, polar_angle: np.ndarray, depth_mm) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) at `depth_mm` below the skin on the rays at `polar_angle` (radians, y posterior)."""
+    lateral, anterior, posterior = body_semi
+    c, s = np.cos(polar_angle), np.sin(polar_angle)
+    semi_y = np.where(s > 0, posterior, anterior)
+    rho = 1.0 / np.sqrt((c / lateral) ** 2 + (s / semi_y) ** 2) - depth_mm
+    return rho * c, rho * s
+
+
+def sternum_depth_mm(wall_anterior_mm: float) -> float:
+    """Depth of the sternum's centre below the skin: its back lies just in front of the inner
+    surface of the chest wall (the sternum is part of the wall, never of the thorax)."""
+    return wall_anterior_mm - STERNUM_SEMI_MM[1] - 0.5
+
+
 def _rib_cage(
     body_semi,
     depth_mm: float,
+    sternum_depth: float,
     z_levels: np.ndarray,
     rng: np.random.Generator,
     sternum_half_width: float,
 ) -> tuple[Capsules, Capsules]:
-    """Ribs from the spine round to the front, sloping down; cartilage on to the sternum."""
+    """Ribs from the spine round to the front, sloping down; cartilage on to the sternum.
+
+    Both run inside the chest wall at a fixed depth below the skin, so they follow its
+    curve: costal cartilage bends round the front of the chest to the sternum's edge and
+    never cuts across the thorax (where heart and lungs are).
+    """
     lateral, anterior, posterior = body_semi
     ribs, cartilage = [], []
     for z_head in z_levels:
@@ -821,14 +878,25 @@ def _rib_cage(
             angle = np.radians(np.linspace(72, -55, 24))  # posterior -> lateral -> anterior
             progress = np.linspace(0, 1, len(angle))
             semi_y = np.where(np.sin(angle) > 0, posterior, anterior)
-            x = side * (lateral - depth_mm) * np.cos(angle)
-            y = (semi_y - depth_mm) * np.sin(angle)
+            # Directions of the ribs' course; the depth is set exactly along each ray.
+            polar = np.arctan2(
+                (semi_y - depth_mm) * np.sin(angle), (lateral - depth_mm) * np.cos(angle)
+            )
+            x, y = _below_skin(body_semi, polar, depth_mm)
             z = z_head - drop * progress**1.3
-            points = np.stack([x, y, z], axis=1)
+            points = np.stack([side * x, y, z], axis=1)
             ribs.append(Capsules.from_polyline(points, 3.4))
-            end = points[-1]
-            sternum_edge = np.array([side * sternum_half_width, y[-1] + 4, end[2] + 14])
-            cartilage.append(Capsules.from_polyline(np.linspace(end, sternum_edge, 5), 3.2))
+            # Cartilage: from the rib's end, round the front, to the edge of the sternum,
+            # rising 14 mm and moving to the sternum's depth.
+            fine = np.linspace(polar[-1], -np.pi / 2, 400)
+            fine_x, _ = _below_skin(body_semi, fine, sternum_depth)
+            edge = fine[np.argmin(np.abs(fine_x - sternum_half_width))]
+            n = 12
+            c_polar = np.linspace(polar[-1], edge, n)
+            c_depth = np.linspace(depth_mm, sternum_depth, n)
+            cx, cy = _below_skin(body_semi, c_polar, c_depth)
+            cz = z[-1] + np.linspace(0, 14, n)
+            cartilage.append(Capsules.from_polyline(np.stack([side * cx, cy, cz], axis=1), 3.2))
     return Capsules.concat(ribs), Capsules.concat(cartilage)
 
 
@@ -913,8 +981,13 @@ def sample_anatomy(rng: np.random.Generator) -> Anatomy:
     axes = np.stack([u, e1, e2])
     probe = Ellipsoid(np.zeros(3), axes, semi)
     half = probe.half_extent()
-    centre = np.array(
-        [rng.uniform(18, 34), -(anterior - wall_anterior) + half[1] + rng.uniform(-6, 3), 0.0]
+    # The pericardium lies behind the chest wall, separated from sternum, costal cartilage
+    # and ribs by a few mm of anterior mediastinal fat: it never holds bone or cartilage.
+    centre_x = rng.uniform(18, 34)
+    retrosternal_fat = rng.uniform(2, 8)
+    centre = np.array([centre_x, -(anterior - wall_anterior) + half[1] + retrosternal_fat, 0.0])
+    centre = _behind_chest_wall(
+        HeartFrame(centre, u, e1, e2, semi), (lateral, anterior), wall_anterior + retrosternal_fat
     )
     pericardium = Ellipsoid(centre, axes, semi)
     frame = HeartFrame(centre, u, e1, e2, semi)
@@ -1007,7 +1080,14 @@ def sample_anatomy(rng: np.random.Generator) -> Anatomy:
 
     rib_depth = fat + muscle + 0.5 * chest_wall
     rib_levels = np.arange(z_bottom_anatomy - 20, z_top_anatomy + 80, rng.uniform(24, 29))
-    ribs, cartilage = _rib_cage((lateral, anterior, posterior), rib_depth, rib_levels, rng, 14.0)
+    ribs, cartilage = _rib_cage(
+        (lateral, anterior, posterior),
+        rib_depth,
+        sternum_depth_mm(wall_anterior),
+        rib_levels,
+        rng,
+        STERNUM_SEMI_MM[0],
+    )
     disc_levels = np.arange(z_bottom_anatomy + rng.uniform(0, 26), z_top_anatomy, 26.0)
 
     dome_r = (
@@ -1139,10 +1219,13 @@ def sample_acquisition(
     z_top = anatomy.aortic_valve[2] + rng.uniform(28, 45)
     z_bottom = heart_bottom - rng.uniform(5, 18)
     n_slices = int(np.clip(round((z_top - z_bottom) / thickness) + 1, min_slices, max_slices))
-    # Field of view centred between the body centre and the heart, as for a cardiac scan.
-    centre_x = rng.uniform(0.2, 0.6) * anatomy.pericardium.center[0] + rng.uniform(-8, 8)
-    centre_y = rng.uniform(-20, 10)
+    # Field of view centred between the body centre and the heart, as for a cardiac scan:
+    # across, between the midline and the heart; front to back, 15-45 mm in front of the
+    # middle of the body (the heart lies in its front half).
     lateral, anterior, posterior = anatomy.body_semi_axes
+    centre_x = rng.uniform(0.2, 0.6) * anatomy.pericardium.center[0] + rng.uniform(-8, 8)
+    body_middle_y = anatomy.body_center_y + 0.5 * (posterior - anterior)
+    centre_y = body_middle_y + rng.uniform(-45, -15)
     # Larger patients are noisier: noise ~ exp(mu d / 2) for a water path d.
     diameter = 2.0 * np.sqrt(lateral * 0.5 * (anterior + posterior))
     noise = (
