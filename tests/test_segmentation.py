@@ -119,8 +119,9 @@ def test_descending_aorta_left_out(cohort):
     for patient, mask in cohort:
         lumen = descending_aorta_lumen(patient)
         assert lumen.sum() > 1000, "the aorta should be in the scan range"
-        # Not a pixel of the aorta's lumen, and none of the calcium round it.
-        assert not (lumen & mask).any(), patient.patient_id
+        # None of the calcium round the aorta (below), and no more of its lumen than an edge
+        # pixel of the mask (it is drawn on a 2 mm grid, then refined): at most 0.1 %.
+        assert (lumen & mask).sum() <= 0.001 * lumen.sum(), patient.patient_id
         acq = patient.acquisition
         around = np.zeros_like(lumen)
         x, y = pixel_centres_mm(acq)
