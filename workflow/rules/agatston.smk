@@ -87,7 +87,13 @@ rule agatston_figures:
     input:
         scores="results/agatston/patients.tsv",
         lib=lib(
-            "__init__", "agatston_figures", "agreement", "agatston", "tables", "runlog"
+            "__init__",
+            "agatston_figures",
+            "plotting",
+            "agreement",
+            "agatston",
+            "tables",
+            "runlog",
         ),
     output:
         scatter=report(

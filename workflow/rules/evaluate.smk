@@ -34,7 +34,7 @@ rule evaluation_figures:
     input:
         predictions=training_outputs("predictions.tsv"),
         metrics="results/metrics.tsv",
-        lib=lib("__init__", "eval_figures", "metrics", "tables", "runlog"),
+        lib=lib("__init__", "eval_figures", "plotting", "metrics", "tables", "runlog"),
     output:
         roc=report(
             "results/figures/roc.png", caption="../report/roc.rst", category="Models"
@@ -56,7 +56,7 @@ rule evaluation_figures:
 rule training_curves:
     input:
         history="results/models/{dataset}/{model}/history.csv",
-        lib=lib("__init__", "eval_figures", "metrics", "runlog"),
+        lib=lib("__init__", "eval_figures", "plotting", "metrics", "runlog"),
     output:
         report(
             "results/figures/training_curves/{dataset}_{model}.png",
@@ -84,6 +84,7 @@ rule gradcam_figure:
             "__init__",
             "gradcam",
             "eval_figures",
+            "plotting",
             "metrics",
             "training",
             "evaluation",

@@ -10,7 +10,7 @@ include: "report_inputs.smk"
 rule example_figure:
     input:
         manifests=expand("results/datasets/{dataset}/manifest.tsv", dataset=DATASETS),
-        lib=lib("__init__", "example_figures", "tables", "runlog"),
+        lib=lib("__init__", "example_figures", "plotting", "tables", "runlog"),
     output:
         report(
             "results/figures/examples.png",

@@ -54,7 +54,7 @@ rule augmentation_figure:
     input:
         manifests=expand("results/datasets/{dataset}/manifest.tsv", dataset=DATASETS),
         augmented=expand("results/augmented/{dataset}/manifest.tsv", dataset=DATASETS),
-        lib=lib("__init__", "augment_figure", "tables", "runlog"),
+        lib=lib("__init__", "augment_figure", "plotting", "tables", "runlog"),
     output:
         report(
             "results/figures/augmentation.png",

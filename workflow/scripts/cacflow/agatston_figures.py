@@ -4,7 +4,6 @@ Bland-Altman plot of method - truth against their mean (Bland & Altman, Lancet 1
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from .agreement import bland_altman, has_truth
+from .plotting import save_figure
 
 # Upper bounds of the risk categories 0, 1-10, 11-100, 101-400.
 CATEGORY_BOUNDS = (0.5, 10.5, 100.5, 400.5)
@@ -98,9 +98,4 @@ def _no_data(ax) -> None:
 
 def _save(fig: plt.Figure, out_png: Path) -> None:
     fig.tight_layout()
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    partial = out_png.with_name(out_png.stem + ".part.png")
-    fig.savefig(partial, dpi=100)
-    plt.close(fig)
-    os.replace(partial, out_png)
+    save_figure(fig, out_png)

@@ -3,7 +3,6 @@ augmented copies of them, with the label each augmented copy keeps."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -13,6 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 from PIL import Image
+
+from .plotting import save_figure
 
 CLASSES = ("calcium", "no_calcium")
 
@@ -54,12 +55,7 @@ def draw_augmentation_figure(
                     fontsize=8,
                 )
     fig.tight_layout()
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    partial = out_png.with_name(out_png.stem + ".part.png")
-    fig.savefig(partial, dpi=100)
-    plt.close(fig)
-    os.replace(partial, out_png)
+    save_figure(fig, out_png)
 
 
 def _grey(path: Path) -> np.ndarray:

@@ -11,7 +11,6 @@ P(calcium) > threshold).
 from __future__ import annotations
 
 import csv
-import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -24,20 +23,12 @@ from numpy.typing import ArrayLike
 from sklearn.metrics import roc_curve
 
 from .metrics import as_binary_labels, confusion_matrix, outcome_kinds, select_rows
+from .plotting import save_figure
 
 CLASS_NAMES = ("no_calcium", "calcium")
 
 
-def _save(fig: plt.Figure, out_png: Path, dpi: int = 100) -> None:
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    partial = out_png.with_name(out_png.name + ".part")
-    try:
-        fig.savefig(partial, format="png", dpi=dpi)
-        os.replace(partial, out_png)
-    finally:
-        plt.close(fig)
-        partial.unlink(missing_ok=True)
+_save = save_figure
 
 
 def plot_roc_curves(

@@ -12,7 +12,6 @@ calcium tiles (the first such slice on a tie), so the choice is deterministic.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import numpy as np
 from matplotlib.image import imread
 from matplotlib.patches import Rectangle
 
+from .plotting import save_figure
 from .tables import read_tsv
 
 DATASET_NAMES = ("original", "segmented", "cropped")
@@ -191,9 +191,4 @@ def _grey(path: Path) -> np.ndarray:
     return image if image.ndim == 2 else image[..., 0]
 
 
-def _save(fig: plt.Figure, out_png: Path, dpi: int) -> None:
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    partial = out_png.with_name(out_png.stem + ".part.png")
-    fig.savefig(partial, dpi=dpi)
-    plt.close(fig)
-    os.replace(partial, out_png)
+_save = save_figure

@@ -57,6 +57,7 @@ from . import __version__
 from .datasets import DATASETS, MANIFEST_COLUMNS, DatasetSettings, build_patient_datasets
 from .ingest import IngestSettings, pseudonym, read_study, volume_of
 from .pipeline import StudySettings, segment_volume
+from .plotting import save_figure
 from .scoring import DEFAULT_HYBRID_THRESHOLD, hybrid_scores, patient_row, score_volume
 from .tables import write_tsv
 
@@ -573,14 +574,7 @@ def draw_overlay(
             fontsize=7,
         )
     fig.tight_layout()
-    out_png = Path(out_png)
-    partial = out_png.with_name(out_png.name + ".part")
-    try:
-        fig.savefig(partial, format="png", dpi=dpi)
-        os.replace(partial, out_png)
-    finally:
-        plt.close(fig)
-        partial.unlink(missing_ok=True)
+    save_figure(fig, out_png, dpi)
 
 
 def _view_box(heart_mask: np.ndarray, shape: tuple[int, int]) -> tuple[int, int, int, int]:
