@@ -215,7 +215,11 @@ def train_classifier(
         log.info("resuming from %s", backup_dir)
     timer = _BatchTimer(pipeline_settings.batch_size)
     callbacks = [
-        keras.callbacks.BackupAndRestore(str(backup_dir), delete_checkpoint=False),
+        # Two states kept: a kill -9 while the newest is written leaves a corrupt file, and
+        # the restart then falls back to the epoch before (seen in CI).
+        keras.callbacks.BackupAndRestore(
+            str(backup_dir), delete_checkpoint=False, double_checkpoint=True
+        ),
         keras.callbacks.CSVLogger(str(history_path), append=True),
         timer,
         _EpochLog(),
