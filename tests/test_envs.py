@@ -168,6 +168,6 @@ def test_rule_env_provides_what_its_script_imports(rule):
 
 
 def test_import_closure_follows_the_library():
-    # segment_patient reaches scipy only through cacflow.segmentation: the walk must see it.
-    modules = third_party_imports(SCRIPTS_DIR / "segment_patient.py")
+    # process_patient reaches scipy only through cacflow.segmentation: the walk must see it.
+    modules = third_party_imports(SCRIPTS_DIR / "process_patient.py")
     assert {"numpy", "scipy"} <= modules

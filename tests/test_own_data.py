@@ -117,7 +117,7 @@ def test_bad_studies_are_listed_and_left_out(tmp_path, run_snakemake, archive):
     )
     proc = run_snakemake(tmp_path / "strict", *TARGETS, configfile=strict, check=False)
     assert proc.returncode != 0
-    logs = "".join(p.read_text() for p in (tmp_path / "strict").rglob("logs/ingest/*.log"))
+    logs = "".join(p.read_text() for p in (tmp_path / "strict").rglob("logs/patient/*.log"))
     assert "ingest.strict is set" in logs and "not a DICOM file" in logs
 
     # One file of one study changes (a re-exported slice with another display window;
@@ -131,8 +131,27 @@ def test_bad_studies_are_listed_and_left_out(tmp_path, run_snakemake, archive):
     out = proc.stdout + proc.stderr
     assert "Job stats:" in out, out
     assert set(re.findall(r"patient=(\w+)", out)) == {"SYN0001"}
-    for rule in ("ingest_patient", "segment_patient", "datasets_patient", "qc_series"):
-        assert re.search(rf"^{rule}\s+1$", out, re.MULTILINE), (rule, out)
+    replanned = {"process_patient": 1, "qc_series": 1, "qc_segmentation": 1, "dataset_manifest": 3}
+    for rule, count in replanned.items():
+        assert re.search(rf"^{rule}\s+{count}$", out, re.MULTILINE), (rule, out)
+
+    # One patient's rows of the label table change (a slice relabelled): that patient alone is
+    # planned again, although the table is one file for all patients.
+    run_snakemake(tmp_path, *TARGETS, configfile=config)
+    table = archive / "labels.tsv"
+    labels = pd.read_csv(table, sep="\t", dtype=str)
+    row = labels.index[labels["patient_id"] == "SYN0002"][0]
+    labels.loc[row, "calcium"] = "1" if labels.loc[row, "calcium"] == "0" else "0"
+    labels.to_csv(table, sep="\t", index=False)
+    proc = run_snakemake(tmp_path, "--dry-run", *TARGETS, configfile=config)
+    out = proc.stdout + proc.stderr
+    assert set(re.findall(r"patient=(\w+)", out)) == {"SYN0002"}, out
+    assert re.search(r"^process_patient\s+1$", out, re.MULTILINE), out
+    relabelled = run_snakemake(tmp_path, *TARGETS, configfile=config)
+    original = pd.read_csv(results / "datasets" / "original" / "manifest.tsv", sep="\t")
+    assert (original["label"] == "calcium").sum() == pd.to_numeric(
+        labels.loc[labels["patient_id"].isin(GOOD), "calcium"]
+    ).sum(), relabelled.stdout
 
 
 @pytest.mark.slow

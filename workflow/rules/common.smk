@@ -1,3 +1,4 @@
+import csv
 import functools
 import hashlib
 import hmac
@@ -24,8 +25,10 @@ for _section in list(config):
     config[_section] = _key_sorted(config[_section])
 
 
+# results/datasets/<dataset>/manifest.tsv is the merged table, never a patient's manifest
+# (a study folder named "manifest" is refused in study_folders).
 wildcard_constraints:
-    patient="[A-Za-z0-9_.-]+",
+    patient=r"(?!manifest\.tsv$)[A-Za-z0-9_.-]+",
     dataset="original|segmented|cropped",
     modules="[A-Za-z0-9_+]+",
 
@@ -130,9 +133,44 @@ def truth_input(wildcards):
 
 
 def labels_input(wildcards):
+    """The synthetic patient's label file (an output of synth_patient); none with own data,
+    whose labels reach the job as params (patient_label_rows)."""
     if own_data():
-        return config["labels"]
+        return []
     return f"results/synthetic/labels/{wildcards.patient}.tsv"
+
+
+@functools.cache
+def own_label_rows():
+    """The user's label table (TSV, or CSV when the name ends in .csv), read as
+    cacflow.tables.read_label_table reads it: {ID in the table: its rows, without the ID}.
+    """
+    path = Path(config["labels"])
+    if not path.is_file():
+        raise WorkflowError(f"labels: file not found: {path}")
+    with open(path, newline="") as handle:
+        delimiter = "," if path.suffix.lower() == ".csv" else "\t"
+        reader = csv.DictReader(handle, delimiter=delimiter)
+        missing = {"patient_id", "instance_number", "calcium"} - set(
+            reader.fieldnames or ()
+        )
+        if missing:
+            raise WorkflowError(
+                f"labels: {path}: missing column(s) {', '.join(sorted(missing))}"
+            )
+        rows = {}
+        for row in reader:
+            rows.setdefault(str(row.pop("patient_id")), []).append(row)
+    return rows
+
+
+def patient_label_rows(wildcards):
+    """Own data: the patient's rows of the label table, as a job parameter, so that editing
+    one patient's rows reruns that patient alone (the table itself is no input). Synthetic:
+    none, the job reads the patient's label file."""
+    if not own_data():
+        return []
+    return own_label_rows().get(label_key(wildcards), [])
 
 
 def label_key(wildcards):
