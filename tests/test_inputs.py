@@ -72,6 +72,19 @@ def test_batches_and_class_balance(segmented):
     assert weights[0] * counts["no_calcium"] == pytest.approx(weights[1] * counts["calcium"])
 
 
+def test_training_and_evaluation_batch_sizes(segmented):
+    root, rows, *_ = segmented
+    table = image_table(rows, root, SPLIT, "train")
+    assert len(table) > 8
+    settings = PipelineSettings(batch_size=3, eval_batch_size=8)
+    sizes = {}
+    for training in (True, False):
+        pipeline = build_pipeline(table, settings, training=training, seed=1, image_size=32)
+        sizes[training] = [int(images.shape[0]) for images, _ in pipeline.dataset]
+    assert sizes[True][0] == 3 and sum(sizes[True]) == len(table)
+    assert sizes[False][0] == min(8, len(table)) and sum(sizes[False]) == len(table)
+
+
 def test_on_the_fly_transform_equals_the_materialized_one(segmented):
     root, rows, *_ = segmented
     image = np.asarray(tf.io.decode_png(tf.io.read_file(str(root / rows[5]["path"])))[..., 0])
