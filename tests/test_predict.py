@@ -8,10 +8,11 @@ score, which does not depend on the model. Models of the other dataset kinds are
 with another cacflow.json: the network takes any image at its input size, and what is tested
 is that the stored preprocessing, not the config, makes the images.
 
-The classical score counts everything >= 130 HU inside the heart mask (cacflow.scoring), so
-on the default 20 HU noise it exceeds the truth by hundreds (docs/benchmarks.md,
-agatston_agreement). It is compared with the truth on a 5 HU-noise study without
-non-coronary calcium, where it is close (measured: 299 vs 308 truth, both 101-400).
+The classical score is the standard algorithm inside the heart mask less the candidates its
+rules reject (cacflow.scoring, the config's agatston.classical; its agreement with the truth
+on the default 20 HU noise is in docs/benchmarks.md, agatston_agreement). It is compared with
+the truth on a 5 HU-noise study without non-coronary calcium at 160 px (2 mm pixels), where
+it is close (measured: 278 vs 295 truth, both 101-400).
 """
 
 from __future__ import annotations
@@ -357,6 +358,11 @@ def test_usage_errors_exit_64(tmp_path):
     assert proc.returncode == 64 and "--threshold" in proc.stderr
     proc = cli("--model", tmp_path / "m.keras", tmp_path, "--pseudonymize")
     assert proc.returncode == 64 and "--pseudonym-key" in proc.stderr
+    config = tmp_path / "config.yaml"
+    config.write_text("agatston:\n  classical:\n    max_depth: 10\n")
+    proc = cli("--model", tmp_path / "m.keras", tmp_path, "--config", config)
+    assert proc.returncode == 64
+    assert "agatston.classical: unknown settings ['max_depth']" in proc.stderr
 
 
 def test_help_lists_the_exit_codes():

@@ -1,20 +1,29 @@
-"""Classical and hybrid Agatston scoring of a patient, on constructed volumes and masks."""
+"""Classical and hybrid Agatston scoring of a patient, on constructed volumes and masks, and
+the classical score's rules on synthetic DICOM studies."""
 
 import numpy as np
 import pytest
+import yaml
 
+from cacflow.agatston import agatston_score
 from cacflow.datasets import DatasetSettings, build_patient_datasets
-from cacflow.ingest import Volume
+from cacflow.ingest import Volume, read_study, volume_of
+from cacflow.pipeline import StudySettings, segment_volume
 from cacflow.scoring import (
     LESION_COLUMNS,
     MERGED_COLUMNS,
     PATIENT_COLUMNS,
+    STANDARD,
     ScoringError,
+    ScoringSettings,
     classical_score,
+    filter_candidates,
     hybrid_scores,
     merge_scores,
     score_volume,
+    tissue_noise,
 )
+from cacflow.synth import SynthSettings, synth_patient
 from cacflow.tables import read_tsv, write_tsv
 
 SPACING = (0.5, 0.5)  # 0.25 mm^2 per pixel
@@ -231,3 +240,209 @@ def test_merge_adds_truth_and_other_methods(tmp_path):
     write_tsv(refused, [{"patient_id": "P9"}], ["patient_id"])
     with pytest.raises(ScoringError, match=r"refused\.tsv: score table lacks columns"):
         merge_scores([refused])
+
+
+# The classical score's rules ----------------------------------------------------------
+def test_standard_settings_are_the_plain_algorithm_inside_the_mask():
+    """With every rule off, the classical score is `agatston_score` inside the mask, whatever
+    the rules would have dropped (a 2 px lesion, a faint blob on noise, bone, a deep lesion)."""
+    rng = np.random.default_rng(7)
+    hu = rng.normal(40, 25, size=(11, 100, 100)).round().astype(np.int16)
+    mask = np.zeros(hu.shape, dtype=bool)
+    mask[:, 10:90, 10:90] = True
+    hu[5, 48:52, 48:52] = 500  # deep in the mask
+    hu[2, 12:14, 20] = 300  # 2 px (what min_lesion_pixels=3 drops)
+    hu[3, 20:26, 20:26] = 150  # faint
+    hu[:, 0:20, 60:80] = 800  # bone reaching out of the mask
+    spacing = (0.8, 0.8)
+    standard = classical_score("P1", hu, mask, list(range(11)), spacing, 3.0, settings=STANDARD)
+    plain = agatston_score(hu, mask, spacing, 3.0)
+    assert standard.row["agatston"] == round(plain.total, 3)
+    assert standard.row["n_lesions"] == len(plain.lesions) == len(standard.lesions)
+    every_rule = ScoringSettings(min_lesion_pixels=3)
+    filtered = classical_score("P1", hu, mask, list(range(11)), spacing, 3.0, settings=every_rule)
+    assert filtered.row["agatston"] < standard.row["agatston"]
+
+
+@pytest.mark.parametrize(
+    "settings", [ScoringSettings(), ScoringSettings(min_lesion_pixels=3), STANDARD]
+)
+def test_hand_computed_score_is_kept_by_the_rules(settings):
+    # The first test's two lesions: nothing for a rule to drop in a noise-free volume.
+    hu, mask = patient(
+        (0, slice(20, 24), slice(20, 24), 250), (2, slice(30, 32), slice(30, 34), 450)
+    )
+    score = classical_score("P1", hu, mask, INSTANCES, SPACING, 3.0, settings=settings)
+    assert (score.row["agatston"], score.row["n_lesions"]) == (16.0, 2)
+
+
+def test_too_few_pixels_are_noise():
+    # At 0.8 mm pixels 2 px are 1.28 mm^2 (the standard keeps them); 3x3 px = 5.76 mm^2 is a
+    # plaque. Blood at 40 HU without noise, so the noise rule is idle.
+    hu, mask = patient(
+        (1, slice(20, 21), slice(20, 22), 300), (1, slice(30, 33), slice(30, 33), 300)
+    )
+    spacing = (0.8, 0.8)
+    plaque = 9 * 0.64 * 3  # area x weight 3
+    three = ScoringSettings(min_lesion_pixels=3)
+    score = classical_score("P1", hu, mask, INSTANCES, spacing, 3.0, settings=three)
+    assert score.row["agatston"] == pytest.approx(plaque)
+    assert score.row["n_lesions"] == 1
+    # The default leaves the pixel count off: both lesions, as the standard algorithm.
+    for settings in (ScoringSettings(), STANDARD):
+        score = classical_score("P1", hu, mask, INSTANCES, spacing, 3.0, settings=settings)
+        assert score.row["agatston"] == pytest.approx(plaque + 2 * 0.64 * 3)
+    # At 1.2 mm pixels one pixel is 1.44 mm^2: a lone pixel is dropped from 2 pixels on.
+    hu, mask = patient((1, slice(20, 21), slice(20, 21), 300))
+    two = ScoringSettings(min_lesion_pixels=2)
+    assert classical_score("P1", hu, mask, INSTANCES, (1.2, 1.2), 3.0).row["n_lesions"] == 1
+    score = classical_score("P1", hu, mask, INSTANCES, (1.2, 1.2), 3.0, settings=two)
+    assert score.row["n_lesions"] == 0
+
+
+def noisy_patient(sd_hu: float = 25.0):
+    """Blood (40 HU) with white noise of `sd_hu` in a 40 mm heart mask, 0.5 mm pixels."""
+    rng = np.random.default_rng(2021)
+    hu = rng.normal(40, sd_hu, size=(3, 100, 100)).round().astype(np.int16)
+    mask = np.zeros(hu.shape, dtype=bool)
+    mask[:, 10:90, 10:90] = True
+    return hu, mask
+
+
+def test_tissue_noise_measures_blood_level_and_noise():
+    hu, mask = noisy_patient(25.0)
+    hu[1, 40:44, 40:44] = 600  # calcium does not count
+    level, sd = tissue_noise(hu, mask, SPACING)
+    assert level == pytest.approx(40, abs=1)
+    assert sd == pytest.approx(25, rel=0.05)
+    assert np.isnan(tissue_noise(hu, np.zeros_like(mask), SPACING)[1])
+
+
+def test_faint_blob_on_a_noisy_scan_is_noise():
+    # Noise SD 25 HU: a lesion must peak above 40 + 5 x 25 = 165 HU. A 2x2 mm blob at
+    # 150 HU is dropped, a plaque of the same size at 400 HU is kept.
+    hu, mask = noisy_patient(25.0)
+    hu[0, 30:34, 30:34] = 150
+    hu[2, 60:64, 60:64] = 400
+    filtered = filter_candidates(hu, mask, SPACING, 3.0)
+    assert filtered.noise_sd_hu == pytest.approx(25, rel=0.05)
+    assert filtered.excluded["noise"][0, 30:34, 30:34].all()
+    assert not filtered.excluded["noise"][2].any()
+    score = classical_score("P1", hu, mask, INSTANCES, SPACING, 3.0)
+    assert score.row["agatston"] == pytest.approx(4.0 * 4)
+    assert [lesion["peak_hu"] for lesion in score.lesions] == [400.0]
+    off = ScoringSettings(noise_peak_sd=0.0)
+    score = classical_score("P1", hu, mask, INSTANCES, SPACING, 3.0, settings=off)
+    assert score.row["agatston"] == pytest.approx(4.0 * 4 + 4.0 * 1)
+
+
+def deep_patient():
+    """A heart mask 40 mm across (0.5 mm pixels) over 11 slices of 3 mm (33 mm)."""
+    hu = np.full((11, 100, 100), 40, dtype=np.int16)
+    mask = np.zeros(hu.shape, dtype=bool)
+    mask[:, 10:90, 10:90] = True
+    return hu, mask
+
+
+def test_calcium_deep_in_the_heart_is_not_coronary():
+    # Valve-like calcium at the heart's core (18 mm from the surface, 3-D: 6 slices of 3 mm
+    # to the scan's end, 20 mm in-plane) is dropped; a plaque 2 mm under the surface of the
+    # mask is kept, on the same slice.
+    hu, mask = deep_patient()
+    hu[5, 48:52, 48:52] = 600  # aortic valve / mitral annulus position
+    hu[5, 14:18, 48:52] = 600  # epicardial
+    filtered = filter_candidates(hu, mask, SPACING, 3.0)
+    assert filtered.excluded["deep"][5, 48:52, 48:52].all()
+    assert filtered.excluded["deep"].sum() == 16
+    score = classical_score("P1", hu, mask, list(range(11)), SPACING, 3.0)
+    assert score.row["agatston"] == pytest.approx(4.0 * 4)
+    assert score.lesions[0]["centroid_row"] == 15.5
+    off = ScoringSettings(max_depth_mm=0.0)
+    score = classical_score("P1", hu, mask, list(range(11)), SPACING, 3.0, settings=off)
+    assert score.row["agatston"] == pytest.approx(2 * 4.0 * 4)
+    # A calcification that reaches the surface zone counts whole, though its centre is deep.
+    hu, mask = deep_patient()
+    hu[5, 25:60, 48:52] = 600  # from 7.5 mm to 25 mm deep
+    assert classical_score("P1", hu, mask, list(range(11)), SPACING, 3.0).row["n_lesions"] == 1
+
+
+def test_calcium_on_bone_reaching_out_of_the_mask_is_not_coronary():
+    # A vertebra-like block: 3 slices x 5 x 5 mm outside the mask (225 mm^3 at 0.5 mm x
+    # 3 mm) and 2 x 5 mm inside it. A plaque straddling the mask edge (4x4 px, half
+    # outside, 6 mm^3 outside) is kept with its inside part, as the standard algorithm does.
+    hu, mask = patient(
+        (slice(0, 3), slice(37, 55), slice(20, 30), 700),
+        (1, slice(20, 24), slice(43, 47), 450),
+    )
+    filtered = filter_candidates(hu, mask, SPACING, 3.0)
+    assert filtered.excluded["bone"].sum() == 3 * 8 * 10
+    score = classical_score("P1", hu, mask, INSTANCES, SPACING, 3.0)
+    assert score.row["agatston"] == pytest.approx(2.0 * 4)
+    standard = classical_score("P1", hu, mask, INSTANCES, SPACING, 3.0, settings=STANDARD)
+    assert standard.row["agatston"] == pytest.approx(2.0 * 4 + 3 * 20.0 * 4)
+
+
+def test_settings_from_config(repo_root):
+    config = yaml.safe_load((repo_root / "config.yaml").read_text())
+    assert ScoringSettings.from_config(config["agatston"]["classical"]) == ScoringSettings()
+    assert ScoringSettings.from_config({}) == ScoringSettings()
+    off = {"bone_outside_mm3": 0, "max_depth_mm": 0, "noise_peak_sd": 0, "min_lesion_pixels": 0}
+    assert ScoringSettings.from_config(off) == STANDARD
+    with pytest.raises(ValueError, match=r"agatston\.classical: unknown settings \['depth_mm'\]"):
+        ScoringSettings.from_config({"depth_mm": 10})
+
+
+@pytest.fixture(scope="module")
+def synthetic_cohort(tmp_path_factory):
+    """Two patients of the default cohort (seed 2021, 512 px, 20 HU noise): SYN0004, truth
+    14.2 (11-100) with aortic valve, aortic wall and mitral annulus calcium; SYN0028, no
+    coronary calcium, a vertebra at the mask's edge."""
+    root = tmp_path_factory.mktemp("scoring_cohort")
+    truth = {pid: synth_patient(root, pid, SynthSettings()) for pid in ("SYN0004", "SYN0028")}
+    return root, truth
+
+
+def score_both(root, pid):
+    report = read_study(root / "dicom" / pid, pid)
+    volume = volume_of(report.ct)
+    mask = segment_volume(volume, StudySettings().segmentation)
+    filtered = filter_candidates(
+        volume.hu, mask, volume.pixel_spacing_mm, volume.slice_spacing_mm, ScoringSettings()
+    )
+    excluded = {
+        rule: agatston_score(
+            volume.hu, where, volume.pixel_spacing_mm, volume.slice_spacing_mm
+        ).total
+        for rule, where in filtered.excluded.items()
+    }
+    return (
+        score_volume(pid, volume, mask, volume.instance_numbers),
+        score_volume(pid, volume, mask, volume.instance_numbers, settings=STANDARD),
+        excluded,
+    )
+
+
+@pytest.mark.slow
+def test_rules_on_a_synthetic_study_with_valve_calcium(synthetic_cohort):
+    root, truth = synthetic_cohort
+    score, standard, excluded = score_both(root, "SYN0004")
+    true_score = float(truth["SYN0004"]["agatston_total"])
+    assert truth["SYN0004"]["risk_category"] == "11-100"
+    assert score.row["agatston"] == pytest.approx(true_score, rel=0.05)
+    assert score.row["risk_category"] == "11-100"
+    # The standard algorithm counts the valve and annulus calcium: 101-400.
+    assert standard.row["agatston"] > 10 * true_score
+    assert excluded["deep"] > 200 and excluded["bone"] == 0
+    assert standard.row["agatston"] == pytest.approx(
+        score.row["agatston"] + sum(excluded.values()), abs=0.01
+    )
+
+
+@pytest.mark.slow
+def test_rules_on_a_synthetic_study_without_coronary_calcium(synthetic_cohort):
+    root, truth = synthetic_cohort
+    score, standard, excluded = score_both(root, "SYN0028")
+    assert float(truth["SYN0028"]["agatston_total"]) == 0
+    assert (score.row["agatston"], score.row["risk_category"], score.lesions) == (0, "0", [])
+    assert standard.row["risk_category"] != "0"
+    assert excluded["bone"] > 10 and excluded["noise"] > 0

@@ -47,6 +47,8 @@ rule process_patient:
         ingest=config["ingest"],
         segmentation=config["segmentation"],
         datasets=config["datasets"],
+        # The classical score's rules only: the hybrid threshold changes no patient's job.
+        classical=config["agatston"]["classical"],
         study=lambda wildcards: study_folders()[wildcards.patient],
         label_key=label_key,
         label_rows=patient_label_rows,

@@ -25,7 +25,7 @@ from cacflow.pipeline import (
     write_empty_datasets,
 )
 from cacflow.runlog import start_rule_log
-from cacflow.scoring import LESION_COLUMNS, PATIENT_COLUMNS, score_volume
+from cacflow.scoring import LESION_COLUMNS, PATIENT_COLUMNS, ScoringSettings, score_volume
 from cacflow.tables import read_label_table, write_tsv
 
 start_rule_log(snakemake.log[0], snakemake.rule)
@@ -94,7 +94,12 @@ log.info("datasets (%.2f s): %s", time.perf_counter() - start, row)
 # Classical Agatston ---------------------------------------------------------------------
 start = time.perf_counter()
 score = score_volume(
-    patient_id, volume, heart_mask, volume.instance_numbers, snakemake.params.datasets["grid"]
+    patient_id,
+    volume,
+    heart_mask,
+    volume.instance_numbers,
+    snakemake.params.datasets["grid"],
+    settings=ScoringSettings.from_config(snakemake.params.classical),
 )
 write_tsv(Path(out.lesions), score.lesions, LESION_COLUMNS)
 write_tsv(Path(out.scores), [score.row], PATIENT_COLUMNS)

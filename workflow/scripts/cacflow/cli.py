@@ -120,6 +120,7 @@ def _predict(args: argparse.Namespace) -> int:
     from .ingest import IngestError, IngestSettings
     from .pipeline import StudySettings, settings_from
     from .predict import UnusableModelError, patient_name, predict_study, summary_lines
+    from .scoring import ScoringSettings
 
     ingest_section = dict(sections.get("ingest") or {})
     if args.pseudonymize:
@@ -130,6 +131,7 @@ def _predict(args: argparse.Namespace) -> int:
             segmentation=settings_from("segmentation", sections.get("segmentation") or {}),
             datasets=settings_from("datasets", sections.get("datasets") or {}),
         )
+        scoring = ScoringSettings.from_config((sections.get("agatston") or {}).get("classical"))
     except (ValueError, TypeError) as error:
         return usage(f"--config {args.config}: {error}")
     threshold = args.threshold
@@ -152,6 +154,7 @@ def _predict(args: argparse.Namespace) -> int:
             patient_id=patient_id,
             keep_images=args.keep_images,
             config_datasets=sections.get("datasets") or {},
+            scoring=scoring,
         )
     except UnusableModelError as error:
         print(f"model unusable: {error}", file=sys.stderr)
@@ -246,7 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: agatston.hybrid_threshold of --config, else 0.5)",
     )
     predict.add_argument(
-        "--config", help="a config.yaml whose ingest and segmentation sections apply"
+        "--config",
+        help="a config.yaml whose ingest, segmentation and agatston (hybrid_threshold, "
+        "classical) sections apply",
     )
     predict.add_argument(
         "--pseudonymize",

@@ -58,7 +58,13 @@ from .datasets import DATASETS, MANIFEST_COLUMNS, DatasetSettings, build_patient
 from .ingest import IngestSettings, pseudonym, read_study, volume_of
 from .pipeline import StudySettings, segment_volume
 from .plotting import save_figure
-from .scoring import DEFAULT_HYBRID_THRESHOLD, hybrid_scores, patient_row, score_volume
+from .scoring import (
+    DEFAULT_HYBRID_THRESHOLD,
+    ScoringSettings,
+    hybrid_scores,
+    patient_row,
+    score_volume,
+)
 from .tables import write_tsv
 
 PREDICTION_JSON = "prediction.json"
@@ -190,12 +196,15 @@ def predict_study(
     keep_images: bool = False,
     batch_size: int = 32,
     config_datasets: Mapping | None = None,
+    scoring: ScoringSettings | None = None,
 ) -> Prediction:
     """Score one study with a trained cacflow model; see the module docstring.
 
     `settings`: ingest and segmentation as in the workflow's config; its ``datasets`` are
     not used: the model's stored ones are. `config_datasets` (a config's ``datasets:``
-    section) is only compared with them, for a note where they differ. `patient_id`
+    section) is only compared with them, for a note where they differ. `scoring`: the
+    classical score's rules (the config's ``agatston: classical:``; default
+    `ScoringSettings()`, the config's defaults). `patient_id`
     defaults to `patient_name`. Raises `UnusableModelError` (model) or the
     `cacflow.ingest.IngestError` of a refused study, after removing earlier outputs."""
     started = time.perf_counter()
@@ -253,7 +262,12 @@ def predict_study(
             _keep_images(work / kind, out_dir / "images" / kind, patient_id, images)
 
     score = score_volume(
-        patient_id, volume, heart_mask, volume.instance_numbers, dataset_settings.grid
+        patient_id,
+        volume,
+        heart_mask,
+        volume.instance_numbers,
+        dataset_settings.grid,
+        settings=scoring or ScoringSettings(),
     )
     predictions = [
         {"patient_id": patient_id, "slice": row["slice"], "tile": row["tile"], "probability": p}
