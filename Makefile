@@ -18,8 +18,17 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(BIN)/python -m pip install --no-deps -e .
 	touch $@
 
+# Without a GPU (no nvidia-smi), two trainings run side by side, each on half the cores: a
+# training spends much of its time in one-threaded work (building and tracing the graphs,
+# saving), so two at once finish sooner than one after another on all cores (measured in
+# docs/benchmarks.md, default_run). With GPUs the profile's `gpu` resource decides.
+GPUS := $(shell nvidia-smi -L 2>/dev/null | grep -c '^GPU')
+RUN_CORES := $(if $(filter all,$(CORES)),$(shell nproc 2>/dev/null || echo 2),$(CORES))
+TRAIN_THREADS := $(shell echo $$(( $(RUN_CORES) / 2 > 0 ? $(RUN_CORES) / 2 : 1 )))
+CPU_TRAINING := $(if $(filter-out 0,$(GPUS)),,--resources gpu=2 --set-threads train_model=$(TRAIN_THREADS))
+
 run: venv
-	$(BIN)/snakemake --cores $(CORES)
+	$(BIN)/snakemake --cores $(CORES) $(CPU_TRAINING)
 
 test: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS) tests
