@@ -39,7 +39,7 @@ def snakemake(workdir: Path, cores: int, targets: list[str], extra: list[str]) -
     cmd = [
         str(SNAKEMAKE), "--snakefile", str(REPO_ROOT / "Snakefile"),
         "--configfile", str(REPO_ROOT / "config.yaml"), "--directory", str(workdir),
-        "--cores", str(cores), *extra, *targets,
+        "--cores", str(cores), *targets, *extra,  # options that take lists after the targets
     ]  # fmt: skip
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
