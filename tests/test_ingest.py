@@ -4,6 +4,7 @@ pydicom-data."""
 
 from __future__ import annotations
 
+import io
 import shutil
 import subprocess
 import sys
@@ -30,12 +31,11 @@ from cacflow.ingest import (
     NotCTError,
     NotDicomError,
     TruncatedDicomError,
-    load_volume,
     pseudonym,
     qc_rows,
     read_study,
-    save_volume,
 )
+from cacflow.pipeline import StudySettings, process_study
 from cacflow.synth import SynthSettings, synth_cohort
 
 PID = "SYN0001"
@@ -107,15 +107,6 @@ def test_order_comes_from_positions_not_file_names(cohort, study):
         old.rename(new)
     report = read_study(study, PID)
     np.testing.assert_array_equal(report.ct.hu, truth(cohort)["hu"])
-
-
-def test_volume_file_round_trip(cohort, tmp_path):
-    report = read_study(cohort / "dicom" / PID, PID)
-    save_volume(tmp_path / "v.npz", report)
-    volume = load_volume(tmp_path / "v.npz")
-    np.testing.assert_array_equal(volume.hu, report.ct.hu)
-    assert volume.pixel_spacing_mm == report.ct.pixel_spacing_mm
-    assert list(tmp_path.iterdir()) == [tmp_path / "v.npz"]
 
 
 def test_exact_copy_of_a_file_is_skipped_with_a_note(cohort, study):
@@ -304,9 +295,13 @@ def test_pseudonymize_accepts_and_keeps_no_identifier(phi_cohort, tmp_path):
     study = phi_cohort / "dicom" / PID
     report = read_study(study, PID, IngestSettings(pseudonymize=True))
     assert report.accepted
-    save_volume(tmp_path / "v.npz", report)
+    # What the workflow writes of the study: QC tables, heart mask, images, manifests.
+    settings = StudySettings(ingest=IngestSettings(pseudonymize=True))
+    assert process_study(study, tmp_path, PID, settings, log=io.StringIO()) == 0
     ds = pydicom.dcmread(files(study)[0])
-    blob = (tmp_path / "v.npz").read_bytes() + str(qc_rows(report)).encode()
+    written = [path for path in tmp_path.rglob("*") if path.is_file()]
+    assert any(path.suffix == ".png" for path in written)
+    blob = b"".join(path.read_bytes() for path in written) + str(qc_rows(report)).encode()
     for value in (str(ds.PatientName), ds.PatientID, ds.StudyDate, ds.InstitutionName):
         assert value.encode() not in blob
 

@@ -40,7 +40,6 @@ from pydicom.pixels import get_decoder
 from pydicom.uid import UID
 
 from . import settings_from_config
-from .tables import save_npz
 
 # Sorting and geometry ------------------------------------------------------------------
 MAX_TILT_DEGREES = 30.0
@@ -668,32 +667,9 @@ def qc_rows(report: StudyReport) -> list[dict]:
     return rows
 
 
-def save_volume(path: Path, report: StudyReport) -> None:
-    """The ingested series for the next stages (uncompressed .npz, written atomically).
-    A refused patient gets a file with `status` refused and no image."""
-    if report.ct is None:
-        reason = report.error.reason if report.error else ""
-        save_npz(path, deflate=False, status=np.array("refused"), reason=np.array(reason))
-    else:
-        ct = report.ct
-        save_npz(
-            path,
-            deflate=False,
-            status=np.array("accepted"),
-            hu=ct.hu,
-            pixel_spacing_mm=np.array(ct.pixel_spacing_mm),
-            slice_spacing_mm=np.float64(ct.slice_spacing_mm),
-            slice_thickness_mm=np.float64(ct.slice_thickness_mm),
-            positions_mm=ct.positions_mm,
-            instance_numbers=ct.instance_numbers,
-            orientation=np.array(ct.orientation),
-            origin_mm=np.array(ct.origin_mm),
-        )
-
-
 @dataclass
 class Volume:
-    """An ingested series read back from `save_volume`'s file."""
+    """An accepted series as the later stages take it (`volume_of`)."""
 
     hu: np.ndarray
     pixel_spacing_mm: tuple[float, float]
@@ -701,21 +677,6 @@ class Volume:
     slice_thickness_mm: float
     instance_numbers: np.ndarray
     positions_mm: np.ndarray
-
-
-def load_volume(path: Path) -> Volume | None:
-    """The accepted series, or None for a refused patient."""
-    with np.load(path) as data:
-        if str(data["status"]) != "accepted":
-            return None
-        return Volume(
-            hu=data["hu"],
-            pixel_spacing_mm=tuple(float(v) for v in data["pixel_spacing_mm"]),
-            slice_spacing_mm=float(data["slice_spacing_mm"]),
-            slice_thickness_mm=float(data["slice_thickness_mm"]),
-            instance_numbers=data["instance_numbers"].astype(int),
-            positions_mm=data["positions_mm"],
-        )
 
 
 def volume_of(ct: CTSeries) -> Volume:

@@ -359,8 +359,8 @@ def score_volume(
     grid: int = 3,
     settings: ScoringSettings = ScoringSettings(),
 ) -> PatientScore | None:
-    """Classical score of an ingested volume (`cacflow.ingest.load_volume`) with its
-    segmentation (`cacflow.pipeline.load_segmentation`); None for a refused study."""
+    """Classical score of an ingested volume (`cacflow.ingest.volume_of`) with its heart
+    mask (`cacflow.pipeline.segment_volume`); None for a refused study."""
     if volume is None:
         return None
     if [int(n) for n in mask_instance_numbers] != [int(n) for n in volume.instance_numbers]:
