@@ -26,17 +26,20 @@ from cacflow.ingest import (
     IdentifiableDataError,
     InconsistentSeriesError,
     IngestSettings,
+    MissingLabelsError,
     MissingSliceError,
     MissingTagError,
     NotCTError,
     NotDicomError,
     TruncatedDicomError,
+    check_labels,
     pseudonym,
     qc_rows,
     read_study,
 )
 from cacflow.pipeline import StudySettings, process_study
 from cacflow.synth import SynthSettings, synth_cohort
+from cacflow.tables import read_label_table
 
 PID = "SYN0001"
 
@@ -280,6 +283,25 @@ def test_real_ct_slices_match_pydicoms_rescale(tmp_path, name):
 
 
 # -- identifiers ----------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "column, value, problem",
+    [
+        ("calcium", "maybe", "instance 3: calcium must be 0 or 1, got 'maybe'"),
+        ("instance_number", "3a", "instance number '3a' is not an integer"),
+    ],
+)
+def test_bad_label_row_refuses_only_its_study(cohort, column, value, problem):
+    rows = [r for r in read_label_table(cohort / "labels.tsv") if r["patient_id"] == PID]
+    rows[2] = {**rows[2], column: value}
+    report = check_labels(read_study(cohort / "dicom" / PID, PID), rows, PID)
+    assert not report.accepted and isinstance(report.error, MissingLabelsError)
+    assert report.error.reason == f"{PID}: label table: {problem}"
+    assert {row["status"] for row in qc_rows(report)} == {"refused"}
+    # The same rows, corrected, are accepted.
+    rows[2] = {**rows[2], column: "3" if column == "instance_number" else "0"}
+    assert check_labels(read_study(cohort / "dicom" / PID, PID), rows, PID).accepted
+
+
 def test_identifiable_study_is_refused_without_echoing_values(phi_cohort):
     study = phi_cohort / "dicom" / PID
     report = read_study(study, PID)

@@ -123,7 +123,12 @@ def slice_labels_from_table(rows: Iterable[Mapping], patient_id: str) -> dict[in
     for row in rows:
         if str(row["patient_id"]) != patient_id:
             continue
-        instance = int(row["instance_number"])
+        try:
+            instance = int(row["instance_number"])
+        except (TypeError, ValueError):
+            raise DatasetError(
+                f"{patient_id}: instance number {row['instance_number']!r} is not an integer"
+            ) from None
         if instance in labels:
             raise DatasetError(f"{patient_id}: instance {instance} twice in the label table")
         calcium = _TRUTH_VALUES.get(str(row["calcium"]).strip().lower())

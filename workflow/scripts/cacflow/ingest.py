@@ -40,6 +40,7 @@ from pydicom.pixels import get_decoder
 from pydicom.uid import UID
 
 from . import settings_from_config
+from .datasets import DatasetError, slice_labels_from_table
 
 # Sorting and geometry ------------------------------------------------------------------
 MAX_TILT_DEGREES = 30.0
@@ -238,12 +239,17 @@ def refuse(report: StudyReport, error: IngestError) -> StudyReport:
 
 
 def check_labels(report: StudyReport, label_rows: list[dict], label_key: str) -> StudyReport:
-    """Refuse an accepted study whose slices the label table does not all cover."""
+    """Refuse an accepted study whose label-table rows are unusable (an instance number that
+    is no integer, a calcium value other than 0/1, a slice twice) or do not cover all its
+    slices: a bad row stops this patient, never the run."""
     if not report.accepted:
         return report
-    labelled = {
-        int(row["instance_number"]) for row in label_rows if str(row["patient_id"]) == label_key
-    }
+    try:
+        labelled = set(slice_labels_from_table(label_rows, label_key))
+    except DatasetError as error:
+        # The message starts with the table's ID, which may be the folder name: left out.
+        problem = "label table: " + str(error).removeprefix(f"{label_key}: ")
+        return refuse(report, MissingLabelsError(report.patient_id, "", problem))
     missing = [int(n) for n in report.ct.instance_numbers if int(n) not in labelled]
     if not missing:
         return report
