@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from test_training import DATASETS_CONFIG, TINY
 
 from cacflow.datasets import DatasetSettings
 from cacflow.ingest import IngestSettings, pseudonym, read_study, volume_of
@@ -38,22 +39,13 @@ from cacflow.predict import UnusableModelError, predict_study
 from cacflow.scoring import score_volume
 from cacflow.synth import SynthSettings, synth_patient
 from cacflow.tables import read_tsv, write_tsv
-from cacflow.training import TrainPaths, TrainSettings, train_classifier
+from cacflow.training import TrainPaths, train_classifier
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = REPO_ROOT / "workflow" / "schemas" / "prediction.schema.json"
 CALCIUM_PID = "SYN0008"  # coronary calcium, no aortic or valve calcium (seed 2021)
 PHI_PID = "SYN0002"
 KEY = "test-secret-key"
-TINY = TrainSettings(
-    models=("vgg16",),
-    image_size=32,
-    epochs=2,
-    steps_per_epoch=2,
-    validation_images=24,
-    early_stopping_patience=0,
-)
-DATASETS_CONFIG = {"window_center_hu": 150, "window_width_hu": 800, "grid": 3}
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:

@@ -6,7 +6,7 @@ The same code as the workflow, in the same order:
    refused study raises its `cacflow.ingest.IngestError` (before TensorFlow is imported or
    the model read: only a missing model file is reported earlier);
 2. heart segmentation (`cacflow.pipeline.segment_volume`);
-3. the image dataset the model was trained on (`cacflow.datasets.build_patient_datasets`),
+3. the image dataset the model was trained on (`cacflow.pipeline.make_datasets`),
    with the window, sizes and grid stored inside the model (``cacflow.json``, written by
    `cacflow.training.save_model`). The model's preprocessing wins over any config: a model
    cannot be paired with images made otherwise, and a ``.keras`` without ``cacflow.json`` is
@@ -54,9 +54,9 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .datasets import DATASETS, MANIFEST_COLUMNS, DatasetSettings, build_patient_datasets
+from .datasets import DATASETS, MANIFEST_COLUMNS, DatasetSettings
 from .ingest import IngestSettings, pseudonym, read_study, volume_of
-from .pipeline import StudySettings, segment_volume
+from .pipeline import StudySettings, make_datasets, segment_volume
 from .plotting import save_figure
 from .scoring import (
     DEFAULT_HYBRID_THRESHOLD,
@@ -240,18 +240,8 @@ def predict_study(
 
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".images-") as work:
         work = Path(work)
-        datasets = build_patient_datasets(
-            work,
-            patient_id,
-            volume.hu,
-            heart_mask,
-            volume.instance_numbers,
-            volume.pixel_spacing_mm,
-            volume.slice_spacing_mm,
-            None,  # no label table: a new study is unlabelled
-            None,
-            dataset_settings,
-        )
+        # No label table and no truth: a new study is unlabelled.
+        datasets = make_datasets(work, patient_id, volume, heart_mask, None, None, dataset_settings)
         images = datasets.rows[kind]
         clock.lap("images")
         probabilities = classify(
