@@ -55,6 +55,21 @@ def training_rows(workdir: Path) -> list[dict]:
         return list(csv.DictReader(handle, delimiter="\t"))
 
 
+def stage_rows(workdir: Path) -> list[tuple[str, int, float, float]]:
+    """(folder, jobs, summed s, longest s) per folder of Snakemake benchmark files
+    (results/benchmarks/<stage>/...: the rules with a `benchmark:` directive)."""
+    rows = []
+    root = workdir / "results" / "benchmarks"
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        seconds = []
+        for path in sorted(folder.rglob("*.tsv")):
+            with open(path, newline="") as handle:
+                seconds += [float(row["s"]) for row in csv.DictReader(handle, delimiter="\t")]
+        if seconds:
+            rows.append((folder.name, len(seconds), sum(seconds), max(seconds)))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     extra = argv[argv.index("--") + 1 :] if "--" in argv else []
@@ -70,6 +85,7 @@ def main(argv: list[str] | None = None) -> None:
         data_s = snakemake(workdir, args.cores, DATA_TARGETS, extra)
         rest_s = snakemake(workdir, args.cores, [], extra)
         jobs = training_rows(workdir)
+        stages = stage_rows(workdir)
     total_min = (data_s + rest_s) / 60
     lines = [
         "| step | minutes | ratio to the 15-min target |",
@@ -77,6 +93,10 @@ def main(argv: list[str] | None = None) -> None:
         f"| data (cohort to augmented images) | {data_s / 60:.1f} | {data_s / 60 / TARGET_MIN:.2f} |",
         f"| training, evaluation, report | {rest_s / 60:.1f} | {rest_s / 60 / TARGET_MIN:.2f} |",
         f"| **whole run** | **{total_min:.1f}** | **{total_min / TARGET_MIN:.2f}** |",
+        "",
+        "| jobs with a benchmark file | jobs | summed s | longest s |",
+        "|---|---:|---:|---:|",
+        *(f"| {name} | {n} | {total:.0f} | {longest:.0f} |" for name, n, total, longest in stages),
         "",
         "| training job | wall s | training s | train img/s | best val acc |",
         "|---|---:|---:|---:|---:|",
