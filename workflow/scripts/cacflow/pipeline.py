@@ -80,11 +80,6 @@ def save_segmentation(
     )
 
 
-def load_segmentation(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    with np.load(path) as data:
-        return data["heart_mask"], data["instance_numbers"]
-
-
 def segment_volume(volume: Volume, settings: SegmentationSettings) -> np.ndarray:
     return segment_heart(
         volume.hu, volume.pixel_spacing_mm, volume.slice_spacing_mm, settings=settings

@@ -56,15 +56,13 @@ def read_label_table(path: Path) -> list[dict]:
     return read_tsv(path)
 
 
-def save_npz(path: Path, /, deflate: bool = True, **arrays: np.ndarray) -> None:
-    """An .npz that np.load reads, written under a temporary name and renamed. Deflated at
-    level 1 (3x faster than savez_compressed), or stored as is with `deflate=False` (for
-    short-lived files read back at once)."""
+def save_npz(path: Path, /, **arrays: np.ndarray) -> None:
+    """An .npz that np.load reads, written under a temporary name and renamed; deflated at
+    level 1 (3x faster than savez_compressed)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".part")
-    compression = zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED
-    with zipfile.ZipFile(partial, "w", compression=compression, compresslevel=1) as zf:
+    with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
         for name, array in arrays.items():
             with zf.open(f"{name}.npy", "w", force_zip64=True) as handle:
                 np.lib.format.write_array(handle, np.asanyarray(array), allow_pickle=False)
