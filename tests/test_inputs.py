@@ -85,6 +85,26 @@ def test_training_and_evaluation_batch_sizes(segmented):
     assert sizes[False][0] == min(8, len(table)) and sum(sizes[False]) == len(table)
 
 
+def test_training_reads_the_files_in_a_shuffled_order(segmented):
+    """The file list is shuffled before decoding: even a buffer of one decoded image gives a
+    random order (each image once per epoch), so no buffer of decoded images must fill before
+    the first batch. The order depends on the seed only."""
+    root, rows, *_ = segmented
+    table = image_table(rows, root, SPLIT, "train")
+    settings = PipelineSettings(batch_size=4, shuffle_buffer=1, cache=False)
+
+    def fingerprints(training: bool, seed: int) -> list[float]:
+        pipeline = build_pipeline(table, settings, training=training, seed=seed, image_size=24)
+        return [float(tf.reduce_sum(i)) for images, _ in pipeline.dataset for i in images]
+
+    in_order = fingerprints(False, 0)
+    assert len(set(in_order)) == len(table)  # the fingerprints tell the images apart
+    shuffled = fingerprints(True, 5)
+    assert sorted(shuffled) == sorted(in_order) and shuffled != in_order
+    assert fingerprints(True, 5) == shuffled
+    assert fingerprints(True, 6) != shuffled
+
+
 def test_on_the_fly_transform_equals_the_materialized_one(segmented):
     root, rows, *_ = segmented
     image = np.asarray(tf.io.decode_png(tf.io.read_file(str(root / rows[5]["path"])))[..., 0])

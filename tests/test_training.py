@@ -18,13 +18,16 @@ import pandas as pd
 import pytest
 
 from cacflow.evaluation import PREDICTION_COLUMNS
-from cacflow.inputs import PipelineSettings
+from cacflow.inputs import CLASSES, PipelineSettings, build_pipeline, split_table
 from cacflow.models import REGISTRY, ModelError, build_model, count_parameters
 from cacflow.tables import write_tsv
 from cacflow.training import (
     SUMMARY_COLUMNS,
     TrainPaths,
     TrainSettings,
+    build_training_state,
+    compile_model,
+    predict_splits,
     read_preprocessing,
     train_classifier,
 )
@@ -122,6 +125,77 @@ def test_weights_that_fit_neither_model_nor_backbone_are_refused(tmp_path):
         build_model("vgg16", (32, 32, 3), weights=path)
     with pytest.raises(ModelError, match="file not found"):
         build_model("vgg16", (32, 32, 3), weights=tmp_path / "missing.h5")
+
+
+def count_traces(model: keras.Model, step: str) -> dict:
+    """Counts the calls of the model's `train_step` or `predict_step`: inside Keras's compiled
+    functions their Python runs only while a graph is traced."""
+    calls = {"n": 0}
+    original = getattr(model, step)
+
+    def counted(*args, **kwargs):
+        calls["n"] += 1
+        return original(*args, **kwargs)
+
+    setattr(model, step, counted)
+    return calls
+
+
+def test_training_step_is_traced_once():
+    """The optimizer's and metrics' variables exist before `fit`, so the training step (the
+    costly graph of a large network) is traced once, not again after creating them; the
+    history is the same as without."""
+    x = np.random.default_rng(3).random((16, 32, 32, 3), dtype=np.float32)
+    y = np.array([0, 1] * 8, np.int32)
+    histories, traces = {}, {}
+    for prepared in (False, True):
+        keras.utils.set_random_seed(3)
+        model = build_model("vgg16", (32, 32, 3))
+        compile_model(model, TINY)
+        if prepared:
+            build_training_state(model, (32, 32, 3))
+            assert model.optimizer.built
+        traces[prepared] = count_traces(model, "train_step")
+        history = model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+        histories[prepared] = history.history
+    assert traces[True]["n"] == 1 < traces[False]["n"]
+    for key in ("loss", "accuracy"):
+        np.testing.assert_allclose(histories[True][key], histories[False][key], rtol=1e-5)
+
+
+def test_predictions_trace_the_forward_graph_once(mini_datasets, training_data, tmp_path):
+    """Every image of the validation split is predicted once, in batches of one shape (the
+    short last batch padded), with the probabilities of an unpadded prediction."""
+    keras.utils.set_random_seed(5)
+    model = build_model("vgg16", (32, 32, 3))
+    paths = paths_for(mini_datasets, training_data, tmp_path)
+    pipeline_settings = PipelineSettings(eval_batch_size=7)
+    traces = count_traces(model, "predict_step")
+    rows = predict_splits(model, "original", "vgg16", paths, TINY, pipeline_settings)
+    assert traces["n"] == 1
+    manifest = pd.read_csv(mini_datasets / "datasets" / "original" / "manifest.tsv", sep="\t")
+    expected = manifest[(manifest.patient_id == "SYN0001") & manifest.label.isin(CLASSES)]
+    assert len(expected) % 7 != 0  # a short last batch to pad
+    assert [r["path"] for r in rows] == expected.path.tolist()
+    assert {r["split"] for r in rows} == {"validation"}
+    images = np.stack(
+        [
+            keras.ops.convert_to_numpy(image)
+            for batch, _ in build_pipeline(
+                split_table(paths.dataset_root, paths.splits, "validation"),
+                pipeline_settings,
+                training=False,
+                seed=0,
+                image_size=32,
+            ).dataset
+            for image in batch
+        ]
+    )
+    np.testing.assert_allclose(
+        [float(r["probability"]) for r in rows],
+        model.predict(images, verbose=0)[:, 1],
+        atol=2e-6,
+    )
 
 
 @pytest.mark.slow

@@ -107,7 +107,8 @@ rule gradcam_figure:
         "results/logs/gradcam/{dataset}.log",
     conda:
         "../../envs/train.yaml"
-    threads: 2
+    # Mostly one-threaded (loading four models): two datasets' figures run side by side.
+    threads: 1
     resources:
         mem_mb=8000,
         runtime=30,

@@ -2,6 +2,13 @@ wildcard_constraints:
     model="|".join(MODELS),
 
 
+def train_priority(wildcards):
+    """Higher runs first among the trainings that are ready (Snakemake priority)."""
+    size = ("resnet50", "vgg16", "vgg19", "inception_resnet_v2")
+    rank = size.index(wildcards.model) + 1 if wildcards.model in size else 0
+    return 10 * (wildcards.dataset == "cropped") + rank
+
+
 rule train_model:
     input:
         manifest="results/datasets/{dataset}/manifest.tsv",
@@ -27,6 +34,9 @@ rule train_model:
         "results/logs/train/{dataset}/{model}.log",
     benchmark:
         "results/benchmarks/train/{dataset}/{model}.tsv"
+    # Longest first, so that the last training does not run alone while other slots wait:
+    # the cropped dataset (nine tiles a slice to predict), then the larger networks.
+    priority: train_priority
     conda:
         "../../envs/train.yaml"
     # TensorFlow uses the job's threads (intra-op); on a workstation with one GPU (profile

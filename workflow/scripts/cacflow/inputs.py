@@ -57,7 +57,8 @@ class PipelineSettings:
     eval_batch_size: int = 32
     channels: int = 3  # repeated from the grey image at the end (ImageNet networks take 3)
     cache: bool = True  # decoded uint8 images in memory
-    shuffle_buffer: int = 10000
+    # Decoded training images mixed anew each epoch (the file order is shuffled once before).
+    shuffle_buffer: int = 1000
     on_the_fly: bool = False  # augment training batches (the materialized ones are added anyway)
     include_augmented: bool = True  # training reads results/augmented/<dataset>/manifest.tsv
 
@@ -210,6 +211,11 @@ def build_pipeline(
         )
         return image, label, area, points, can_augment
 
+    if training:
+        # The file entries (cheap) in one fixed random order first; the buffer below then
+        # mixes decoded images anew each epoch. A buffer over the files in manifest order
+        # would have to decode `shuffle_buffer` images before the first batch.
+        sources = sources.shuffle(len(table), seed=seed, reshuffle_each_iteration=False)
     ds = sources.map(load, num_parallel_calls=AUTOTUNE)
     if settings.cache:
         ds = ds.cache()

@@ -193,16 +193,8 @@ def train_classifier(
         weights=None if weights_mode(settings.weights) == "none" else settings.weights,
         dropout=settings.dropout,
     )
-    model.compile(
-        optimizer=keras.optimizers.SGD(
-            learning_rate=settings.learning_rate,
-            momentum=settings.momentum,
-            weight_decay=settings.weight_decay,
-        ),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-        jit_compile=xla,
-    )
+    compile_model(model, settings, xla)
+    build_training_state(model, (size, size, pipeline_settings.channels))
     parameters = count_parameters(model)
     log.info("%s: %s", model_name, parameters)
 
@@ -325,15 +317,54 @@ def _pipelines(
     return train, validation
 
 
+def compile_model(model: keras.Model, settings: TrainSettings, xla: bool = False) -> None:
+    """The paper's optimizer (SGD with momentum and weight decay) and loss."""
+    model.compile(
+        optimizer=keras.optimizers.SGD(
+            learning_rate=settings.learning_rate,
+            momentum=settings.momentum,
+            weight_decay=settings.weight_decay,
+        ),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        jit_compile=xla,
+    )
+
+
+def build_training_state(model: keras.Model, input_shape: tuple[int, int, int]) -> None:
+    """Create the optimizer's and the metrics' variables before `fit`.
+
+    Without a distribution strategy Keras creates them while it traces the training step, and
+    a `tf.function` that creates variables is traced a second time: about 15 s more for
+    InceptionResNetV2 on this CPU (docs/benchmarks.md, default_run). Nothing is trained here
+    and the metrics are reset, so the history is the same."""
+    model.optimizer.build(model.trainable_variables)
+    x = np.zeros((1, *input_shape), np.float32)
+    y = np.zeros((1,), np.int32)
+    model.compute_metrics(x, y, model(x, training=False), sample_weight=None)
+    model.reset_metrics()
+
+
 def subset(table: ImageTable, n: int, seed: int) -> ImageTable:
     """A fixed random subset of `n` images (the same for every epoch and model)."""
-    keep = np.sort(np.random.default_rng(seed).choice(len(table), n, replace=False))
+    return take(table, np.sort(np.random.default_rng(seed).choice(len(table), n, replace=False)))
+
+
+def padded(table: ImageTable, multiple: int) -> ImageTable:
+    """`table` with its last image repeated up to a multiple of `multiple` images: batches of
+    one shape only, so Keras traces the forward graph once, not again for a short last
+    batch. The caller drops the extra predictions."""
+    extra = -len(table) % multiple
+    return take(table, np.r_[np.arange(len(table)), np.full(extra, len(table) - 1)])
+
+
+def take(table: ImageTable, index: np.ndarray) -> ImageTable:
     return ImageTable(
-        files=tuple(table.files[i] for i in keep),
-        labels=table.labels[keep],
-        patients=tuple(table.patients[i] for i in keep),
-        pixel_area_mm2=table.pixel_area_mm2[keep],
-        lesion_masks=tuple(table.lesion_masks[i] for i in keep),
+        files=tuple(table.files[i] for i in index),
+        labels=table.labels[index],
+        patients=tuple(table.patients[i] for i in index),
+        pixel_area_mm2=table.pixel_area_mm2[index],
+        lesion_masks=tuple(table.lesion_masks[i] for i in index),
     )
 
 
@@ -354,9 +385,13 @@ def predict_splits(
         if len(table) == 0:
             continue
         pipeline = build_pipeline(
-            table, pipeline_settings, training=False, seed=0, image_size=settings.image_size
+            padded(table, pipeline_settings.eval_batch_size),
+            pipeline_settings,
+            training=False,
+            seed=0,
+            image_size=settings.image_size,
         )
-        probabilities = model.predict(pipeline.dataset, verbose=0)[:, 1]
+        probabilities = model.predict(pipeline.dataset, verbose=0)[: len(table), 1]
         for path, label, probability in zip(table.files, table.labels, probabilities, strict=True):
             source = manifest[path]
             rows.append(
@@ -377,17 +412,18 @@ def predict_splits(
 
 
 def inference_ms(model: keras.Model, input_shape: tuple[int, int, int]) -> dict[str, float]:
-    """Milliseconds per image of a forward pass in batches of 1 and of 32 (after warm-up),
-    the paper's Table 1 measure."""
+    """Milliseconds per image of `predict` in batches of 1 and of 32 (after one warm-up
+    batch), the paper's Table 1 measure. The input has the structure of the prediction
+    pipelines, so the forward graph traced by `predict_splits` is reused for batches of 32
+    (batches of 1 trace it once more)."""
     timing = {}
-    for batch in (1, 32):
-        x = np.random.default_rng(0).random((batch, *input_shape), dtype=np.float32)
-        for _ in range(2):
-            model.predict_on_batch(x)
-        repeats = 10 if batch == 1 else 3
+    for batch, repeats in ((32, 3), (1, 10)):
+        n = batch * (repeats + 1)
+        x = np.random.default_rng(0).random((n, *input_shape), dtype=np.float32)
+        data = tf.data.Dataset.from_tensor_slices((x, np.zeros(n, np.int32))).batch(batch)
+        model.predict(data.take(1), verbose=0)
         start = time.perf_counter()
-        for _ in range(repeats):
-            model.predict_on_batch(x)
+        model.predict(data.skip(1), verbose=0)
         elapsed = time.perf_counter() - start
         timing[f"inference_ms_batch{batch}"] = round(1000 * elapsed / (repeats * batch), 3)
     return timing
