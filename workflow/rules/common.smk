@@ -199,3 +199,11 @@ def hybrid_tables():
     return expand(
         "results/agatston/hybrid/{dataset}/{model}.tsv", dataset=DATASETS, model=MODELS
     )
+
+
+def train_priority(wildcards):
+    """Priority of a train_model job, higher runs first among those ready: the
+    cropped dataset (nine tiles a slice to predict), then the larger networks."""
+    size = ("resnet50", "vgg16", "vgg19", "inception_resnet_v2")
+    rank = size.index(wildcards.model) + 1 if wildcards.model in size else 0
+    return 10 * (wildcards.dataset == "cropped") + rank

@@ -2,13 +2,6 @@ wildcard_constraints:
     model="|".join(MODELS),
 
 
-def train_priority(wildcards):
-    """Higher runs first among the trainings that are ready (Snakemake priority)."""
-    size = ("resnet50", "vgg16", "vgg19", "inception_resnet_v2")
-    rank = size.index(wildcards.model) + 1 if wildcards.model in size else 0
-    return 10 * (wildcards.dataset == "cropped") + rank
-
-
 rule train_model:
     input:
         manifest="results/datasets/{dataset}/manifest.tsv",
