@@ -8,7 +8,7 @@ import yaml
 from cacflow.agatston import agatston_score
 from cacflow.datasets import DatasetSettings, build_patient_datasets
 from cacflow.ingest import Volume, read_study, volume_of
-from cacflow.pipeline import StudySettings, segment_volume
+from cacflow.pipeline import StudySettings, coronary_lesion_mask, segment_volume
 from cacflow.scoring import (
     LESION_COLUMNS,
     MERGED_COLUMNS,
@@ -382,11 +382,64 @@ def test_calcium_on_bone_reaching_out_of_the_mask_is_not_coronary():
     assert standard.row["agatston"] == pytest.approx(2.0 * 4 + 3 * 20.0 * 4)
 
 
+def aorta_patient(tube_slices=range(8), embed_slices=()):
+    """Mediastinal fat (-100 HU, 0.5 mm pixels, 8 slices of 3 mm) with a vertical tube of
+    blood (40 HU, 15 mm radius, centre row 70, col 100) on `tube_slices`, and a heart
+    (40 HU, rows 110-189) on slices 5-7; on `embed_slices` the heart's tissue surrounds the
+    tube (the root among the chambers). The heart mask holds the tube and the heart."""
+    hu = np.full((8, 200, 200), -100, dtype=np.int16)
+    rows, cols = np.mgrid[:200, :200]
+    tube = np.hypot(rows - 70, cols - 100) <= 30
+    mask = np.zeros(hu.shape, dtype=bool)
+    for k in range(8):
+        if k in embed_slices:
+            hu[k, 30:190, 20:180] = 40
+            mask[k, 30:190, 20:180] = True
+        if k >= 5:
+            hu[k, 110:190, 20:180] = 40
+            mask[k, 110:190, 20:180] = True
+        if k in tube_slices:
+            hu[k][tube] = 40
+            mask[k] |= tube
+    return hu, mask
+
+
+def test_calcium_on_the_wall_of_the_aorta_is_not_coronary():
+    # A 2x2 mm plaque (600 HU) on the tube's wall, 3 slices below the scan's top where fat
+    # surrounds the tube: aortic wall. 16 px of 0.25 mm^2, weight 4: 16 points.
+    plaque = (2, slice(68, 72), slice(71, 75))
+    hu, mask = aorta_patient()
+    hu[plaque] = 600
+    filtered = filter_candidates(hu, mask, SPACING, 3.0)
+    assert filtered.excluded["aorta"][plaque].all()
+    assert filtered.excluded["aorta"].sum() == 16
+    assert classical_score("P1", hu, mask, list(range(8)), SPACING, 3.0).row["agatston"] == 0
+    off = ScoringSettings(aorta_fat_share=0.0)
+    score = classical_score("P1", hu, mask, list(range(8)), SPACING, 3.0, settings=off)
+    assert score.row["agatston"] == pytest.approx(16.0)
+    # The same plaque on a tube that ends below the scan's top (as a coronary artery does)
+    # is kept, and so is one on the tube where the heart surrounds it (the sinuses, where
+    # the coronary ostia are), and a plaque on the heart's surface.
+    for tube_slices, embed in ((range(1, 8), ()), (range(8), (2,))):
+        hu, mask = aorta_patient(tube_slices, embed)
+        hu[plaque] = 600
+        assert not filter_candidates(hu, mask, SPACING, 3.0).excluded["aorta"].any()
+    hu, mask = aorta_patient()
+    hu[6, 110:114, 60:64] = 600
+    assert not filter_candidates(hu, mask, SPACING, 3.0).excluded["aorta"].any()
+
+
 def test_settings_from_config(repo_root):
     config = yaml.safe_load((repo_root / "config.yaml").read_text())
     assert ScoringSettings.from_config(config["agatston"]["classical"]) == ScoringSettings()
     assert ScoringSettings.from_config({}) == ScoringSettings()
-    off = {"bone_outside_mm3": 0, "max_depth_mm": 0, "noise_peak_sd": 0, "min_lesion_pixels": 0}
+    off = {
+        "bone_outside_mm3": 0,
+        "max_depth_mm": 0,
+        "noise_peak_sd": 0,
+        "aorta_fat_share": 0,
+        "min_lesion_pixels": 0,
+    }
     assert ScoringSettings.from_config(off) == STANDARD
     with pytest.raises(ValueError, match=r"agatston\.classical: unknown settings \['depth_mm'\]"):
         ScoringSettings.from_config({"depth_mm": 10})
@@ -446,3 +499,25 @@ def test_rules_on_a_synthetic_study_without_coronary_calcium(synthetic_cohort):
     assert (score.row["agatston"], score.row["risk_category"], score.lesions) == (0, "0", [])
     assert standard.row["risk_category"] != "0"
     assert excluded["bone"] > 10 and excluded["noise"] > 0
+
+
+@pytest.mark.slow
+def test_aorta_rule_on_a_synthetic_study_with_aortic_wall_calcium(tmp_path):
+    # Seed 5001's SYN0017 (the cohort the rule was designed on): truth 110 (101-400), with
+    # plaques on the ascending aorta's wall inside the heart mask that the other rules keep.
+    truth = synth_patient(tmp_path, "SYN0017", SynthSettings(seed=5001))
+    volume = volume_of(read_study(tmp_path / "dicom" / "SYN0017", "SYN0017").ct)
+    mask = segment_volume(volume, StudySettings().segmentation)
+    geometry = (volume.pixel_spacing_mm, volume.slice_spacing_mm)
+    filtered = filter_candidates(volume.hu, mask, *geometry, ScoringSettings())
+    removed = agatston_score(volume.hu, filtered.excluded["aorta"], *geometry).total
+    coronary = coronary_lesion_mask(tmp_path / "truth" / "SYN0017.npz", volume.instance_numbers)
+    assert "aortic_wall" in truth["noncoronary_calcifications"]
+    assert removed > 100
+    assert not (filtered.excluded["aorta"] & coronary).any()
+    off = ScoringSettings(aorta_fat_share=0.0)
+    without = score_volume("SYN0017", volume, mask, volume.instance_numbers, settings=off)
+    score = score_volume("SYN0017", volume, mask, volume.instance_numbers)
+    assert without.row["agatston"] == pytest.approx(score.row["agatston"] + removed, abs=0.01)
+    assert (truth["risk_category"], without.row["risk_category"]) == ("101-400", ">400")
+    assert score.row["risk_category"] == "101-400"
