@@ -382,51 +382,105 @@ def test_calcium_on_bone_reaching_out_of_the_mask_is_not_coronary():
     assert standard.row["agatston"] == pytest.approx(2.0 * 4 + 3 * 20.0 * 4)
 
 
-def aorta_patient(tube_slices=range(8), embed_slices=()):
-    """Mediastinal fat (-100 HU, 0.5 mm pixels, 8 slices of 3 mm) with a vertical tube of
-    blood (40 HU, 15 mm radius, centre row 70, col 100) on `tube_slices`, and a heart
-    (40 HU, rows 110-189) on slices 5-7; on `embed_slices` the heart's tissue surrounds the
-    tube (the root among the chambers). The heart mask holds the tube and the heart."""
-    hu = np.full((8, 200, 200), -100, dtype=np.int16)
-    rows, cols = np.mgrid[:200, :200]
-    tube = np.hypot(rows - 70, cols - 100) <= 30
+def aorta_patient(tube_slices=range(8), embed="", spacing=SPACING):
+    """Mediastinal fat (-100 HU; 100 x 100 mm, 8 slices of 3 mm) with a vertical tube of
+    blood (40 HU, 15 mm radius, centre 35 mm down and 50 mm across) on `tube_slices` and a
+    heart (40 HU, 55-95 mm down) on slices 5-7. On slice 2, `embed` "all" puts the heart's
+    tissue all round the tube (the root among the chambers), "half" on its right half. The
+    heart mask holds the tube and the heart. Returns hu, mask and each pixel's (distance
+    from the tube's axis, angle in degrees: 0 right, 90 down) in mm."""
+    rows, cols = (round(100 / s) for s in spacing)
+    y, x = np.mgrid[:rows, :cols] * np.array(spacing)[:, None, None]
+    radius, angle = np.hypot(y - 35, x - 50), np.degrees(np.arctan2(y - 35, x - 50))
+    hu = np.full((8, rows, cols), -100, dtype=np.int16)
     mask = np.zeros(hu.shape, dtype=bool)
+    heart = (y >= 55) & (y < 95) & (x >= 10) & (x < 90)
+    around = {"all": (y >= 15) & (y < 95) & (x >= 10) & (x < 90), "half": (x >= 50) & (y < 95)}
     for k in range(8):
-        if k in embed_slices:
-            hu[k, 30:190, 20:180] = 40
-            mask[k, 30:190, 20:180] = True
-        if k >= 5:
-            hu[k, 110:190, 20:180] = 40
-            mask[k, 110:190, 20:180] = True
+        tissue = heart if k >= 5 else np.zeros_like(heart)
+        if k == 2 and embed:
+            tissue = tissue | around[embed]
         if k in tube_slices:
-            hu[k][tube] = 40
-            mask[k] |= tube
-    return hu, mask
+            tissue = tissue | (radius <= 15)
+        hu[k][tissue] = 40
+        mask[k] = tissue
+    return hu, mask, (radius, angle)
+
+
+def wall_calcium(hu, polar, k, angle_deg, arc_deg=0.0):
+    """600 HU in the tube's wall on slice `k` (13.5-15 mm from the axis): a 2 mm plaque at
+    `angle_deg`, or an arc of `arc_deg` round it. Returns the calcium's pixels."""
+    radius, angle = polar
+    turn = (angle - angle_deg + 180) % 360 - 180
+    if arc_deg:
+        where = (radius >= 13.5) & (radius <= 15) & (np.abs(turn) <= arc_deg / 2)
+    else:
+        point = (14 * np.sin(np.radians(angle_deg)), 14 * np.cos(np.radians(angle_deg)))
+        where = (
+            np.hypot(
+                radius * np.sin(np.radians(angle)) - point[0],
+                radius * np.cos(np.radians(angle)) - point[1],
+            )
+            <= 1.0
+        )
+    hu[k][where] = 600
+    calcium = np.zeros(hu.shape, dtype=bool)
+    calcium[k] = where
+    return calcium
+
+
+def aortic(hu, mask, spacing=SPACING, settings=None):
+    """The pixels the aorta rule drops (3 mm slices)."""
+    settings = settings or ScoringSettings()
+    return filter_candidates(hu, mask, spacing, 3.0, settings).excluded["aorta"]
 
 
 def test_calcium_on_the_wall_of_the_aorta_is_not_coronary():
-    # A 2x2 mm plaque (600 HU) on the tube's wall, 3 slices below the scan's top where fat
-    # surrounds the tube: aortic wall. 16 px of 0.25 mm^2, weight 4: 16 points.
-    plaque = (2, slice(68, 72), slice(71, 75))
-    hu, mask = aorta_patient()
-    hu[plaque] = 600
-    filtered = filter_candidates(hu, mask, SPACING, 3.0)
-    assert filtered.excluded["aorta"][plaque].all()
-    assert filtered.excluded["aorta"].sum() == 16
-    assert classical_score("P1", hu, mask, list(range(8)), SPACING, 3.0).row["agatston"] == 0
+    # A plaque on the tube's wall, 3 slices below the scan's top where fat surrounds the
+    # tube: aortic wall. Scored without the rule, dropped with it.
+    hu, mask, polar = aorta_patient()
+    plaque = wall_calcium(hu, polar, 2, 180)
+    assert np.array_equal(aortic(hu, mask), plaque)
+    slices = list(range(8))
     off = ScoringSettings(aorta_fat_share=0.0)
-    score = classical_score("P1", hu, mask, list(range(8)), SPACING, 3.0, settings=off)
-    assert score.row["agatston"] == pytest.approx(16.0)
+    expected = agatston_score(hu, plaque, SPACING, 3.0).total
+    assert expected > 10
+    assert classical_score("P1", hu, mask, slices, SPACING, 3.0).row["agatston"] == 0
+    without = classical_score("P1", hu, mask, slices, SPACING, 3.0, settings=off)
+    assert without.row["agatston"] == pytest.approx(expected)
     # The same plaque on a tube that ends below the scan's top (as a coronary artery does)
-    # is kept, and so is one on the tube where the heart surrounds it (the sinuses, where
-    # the coronary ostia are), and a plaque on the heart's surface.
-    for tube_slices, embed in ((range(1, 8), ()), (range(8), (2,))):
-        hu, mask = aorta_patient(tube_slices, embed)
-        hu[plaque] = 600
-        assert not filter_candidates(hu, mask, SPACING, 3.0).excluded["aorta"].any()
-    hu, mask = aorta_patient()
-    hu[6, 110:114, 60:64] = 600
-    assert not filter_candidates(hu, mask, SPACING, 3.0).excluded["aorta"].any()
+    # is kept, and so is one where the heart surrounds the tube (the sinuses, where the
+    # coronary ostia are), one on the scan's first slice, and one on the heart's surface.
+    hu, mask, polar = aorta_patient(tube_slices=range(1, 8))
+    wall_calcium(hu, polar, 2, 180)
+    assert not aortic(hu, mask).any()
+    hu, mask, polar = aorta_patient(embed="all")
+    wall_calcium(hu, polar, 2, 180)
+    assert not aortic(hu, mask).any()
+    hu, mask, polar = aorta_patient()
+    wall_calcium(hu, polar, 0, 180)
+    hu[6, 110:114, 60:64] = 600  # heart surface, 55 mm down
+    assert not aortic(hu, mask).any()
+
+
+def test_aorta_rule_follows_its_setting_pixel_geometry_and_arcs():
+    # Tissue on the tube's right half: fat meets about half of its edge there. The plaque
+    # on the left is kept at the default share (0.6) and dropped at 0.4.
+    hu, mask, polar = aorta_patient(embed="half")
+    plaque = wall_calcium(hu, polar, 2, 180)
+    assert not aortic(hu, mask).any()
+    assert np.array_equal(aortic(hu, mask, settings=ScoringSettings(aorta_fat_share=0.4)), plaque)
+    # Rectangular pixels (0.4 mm rows, 0.8 mm columns), the tube round in mm: a plaque at
+    # the top of the tube and one at its bottom are both on the wall.
+    spacing = (0.4, 0.8)
+    hu, mask, polar = aorta_patient(spacing=spacing)
+    plaques = wall_calcium(hu, polar, 2, -90) | wall_calcium(hu, polar, 3, 90)
+    assert np.array_equal(aortic(hu, mask, spacing), plaques)
+    # A half ring of calcium along the wall: its centroid lies 9 mm from the axis, 6 mm
+    # inside the wall, its outermost pixels on the wall.
+    hu, mask, polar = aorta_patient()
+    arc = wall_calcium(hu, polar, 2, 0, arc_deg=180)
+    assert np.array_equal(aortic(hu, mask), arc)
 
 
 def test_settings_from_config(repo_root):

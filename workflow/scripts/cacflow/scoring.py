@@ -29,18 +29,22 @@ lesion is dropped by the first that applies:
    k = 5; a calcification of a few hundred HU passes at any noise a calcium scan has
    (the rule is idle while level + k x s < 130 HU: s below about 17 HU at k = 5).
 4. aorta (``aorta_fat_share``): the lesion lies on the wall of the aorta where it runs
-   free in the mediastinum. In the lesion's slice, the largest fat-free disc (9-24 mm
-   radius: the adult ascending and descending aorta, Hager et al., J Thorac Cardiovasc Surg
-   2002) whose edge passes through the lesion's centre (4 mm inside to 1.5 mm outside it)
-   has fat beyond its edge over at least this share of its circumference, and a disc of
-   about the same size (radius within 3 mm, centre within 4 mm per 3 mm of slice spacing,
-   fat over at least 30 % of the edge) is found on every slice above, to the first slice
-   of the scan. A coronary artery never runs up to the top of a cardiac scan; the aorta
-   does. The coronary ostia sit in the sinuses of Valsalva, where the root is embedded
-   among the atria and the right ventricular outflow and fat meets little of its edge
-   (0.4-0.58 on the synthetic cohorts, against 0.5-0.8 for wall plaques higher up), so
-   ostial and proximal coronary calcium is kept; plaques on the root's wall at that level
-   are kept with it.
+   free in the mediastinum. On the lesion's slice, fat-free discs of 9-24 mm radius (the
+   adult ascending and descending aorta, Hager et al., J Thorac Cardiovasc Surg 2002) are
+   tried round it, each the largest free of fat (or lung, below -30 HU after 1.5 mm
+   smoothing) about its centre, with the lesion's outermost pixel on its edge (4 mm inside
+   to 3 mm outside it: a plaque or an arc of calcium in the wall); the one whose edge
+   faces fat the most must do so over at least this share of its circumference. Then a
+   disc of about the same size must be found on every slice above, to the first slice of
+   the scan: per 3 mm of slice spacing its centre moves at most 4 mm and its radius 3 mm
+   (at least 1 mm a slice; at most 6 mm from the lesion slice's radius in all), with fat
+   over at least 30 % of its edge. A coronary artery never runs up to the top of a cardiac
+   scan; the aorta does. The coronary ostia sit in the sinuses of Valsalva, where the root
+   is embedded among the atria and the right ventricular outflow and fat meets little of
+   its edge (0.4-0.58 on the synthetic cohorts, against 0.5-0.8 for wall plaques higher
+   up), so ostial and proximal coronary calcium is kept; plaques on the root's wall at
+   that level are kept with it, and so is a lesion on the scan's first slice (no slice
+   above to show a tube).
 5. pixels (``min_lesion_pixels``, off by default): the lesion has fewer pixels than this, as
    well as the standard 1 mm^2. Software differs here (2-4 pixels; van Ooijen et al., Eur
    Radiol 2005, 15:102-110, measured the effect): at 0.7-0.8 mm pixels 1 mm^2 is 2 pixels,
@@ -53,8 +57,9 @@ lesion is dropped by the first that applies:
 `filter_candidates` says which candidate pixels each rule removed (the agreement benchmark
 reports it). Not handled: calcium of the aortic root's wall at the level of the sinuses
 (which no rule here tells from an ostial coronary plaque), of an aorta that does not reach
-the scan's first slice as a round tube, and valve calcium less than ``max_depth_mm`` deep. The volume is taken as contiguous slices; beyond its first and last
-slice counts as outside the heart (a lesion there is never "deep").
+the scan's first slice as a round tube, and valve calcium less than ``max_depth_mm`` deep.
+The volume is taken as contiguous slices; beyond its first and last slice counts as outside
+the heart (a lesion there is never "deep").
 
 Each scored lesion is listed with the images of the datasets that show it, in the
 manifests' coordinates (`cacflow.datasets`): its slice is the DICOM instance number (the
@@ -122,9 +127,10 @@ EXCLUSION_RULES = ("bone", "deep", "noise", "aorta", "pixels")
 _FAT_HU = -30.0
 _FAT_SMOOTHING_MM = 1.5
 _AORTA_RADIUS_MM = (9.0, 24.0)
-_AORTA_RIM_MM = (4.0, 1.5)  # lesion centre from inside to outside the disc's edge
+_AORTA_RIM_MM = (4.0, 3.0)  # the lesion's outermost pixel: inside to outside the disc's edge
 _AORTA_SHIFT_MM_PER_3MM = 4.0
-_AORTA_RADIUS_CHANGE_MM = 3.0
+_AORTA_RADIUS_CHANGE_MM = 3.0  # per 3 mm of slice spacing (at least 1 mm a slice)
+_AORTA_RADIUS_DRIFT_MM = 6.0  # from the radius on the lesion's slice, over the whole trace
 _AORTA_TRACE_FAT_SHARE = 0.3
 _EDGE_ANGLES = np.linspace(0.0, 2.0 * np.pi, 72, endpoint=False)
 _EDGE_OUTSIDE_MM = 1.5  # the edge is sampled this far outside the disc
@@ -280,16 +286,13 @@ def filter_candidates(
             peaks = per_component(np.maximum, hu[where], -np.inf)
             exclude("noise", peaks < level + settings.noise_peak_sd * noise_sd)
     if settings.aorta_fat_share > 0:
-        row_sum = per_component(np.add, where[1].astype(float), 0.0)
-        col_sum = per_component(np.add, where[2].astype(float), 0.0)
-        slice_of = per_component(np.maximum, where[0].astype(float), 0.0).astype(int)
-        fat = _FatMaps(hu, pixel_spacing_mm)
+        fat = _FatMaps(hu, heart_mask, pixel_spacing_mm)
         aortic = np.zeros(n_components, dtype=bool)
         for i in np.flatnonzero(judged[1:] & (reason[1:] == 0)):
-            centre = np.array([row_sum[i], col_sum[i]]) / n_pixels[i]
-            aortic[i] = on_aortic_wall(
-                fat, slice_of[i], centre, slice_spacing_mm, settings.aorta_fat_share
-            )
+            mine = owner == i + 1
+            k = int(where[0][mine][0])  # components lie within one slice
+            lesion = (where[1][mine], where[2][mine])
+            aortic[i] = on_aortic_wall(fat, k, lesion, slice_spacing_mm, settings.aorta_fat_share)
         exclude("aorta", aortic)
     if settings.min_lesion_pixels > 0:
         exclude("pixels", n_pixels < settings.min_lesion_pixels)
@@ -302,20 +305,34 @@ def filter_candidates(
 
 
 class _FatMaps:
-    """Per slice, computed when first asked: where the 1.5 mm-smoothed HU is fat or air,
-    and each pixel's distance (mm) to the nearest such pixel."""
+    """Per slice, computed when first asked, inside a box round the heart mask: where the
+    1.5 mm-smoothed HU is fat or lung, and each pixel's distance (mm) to the nearest such
+    pixel. Coordinates are the volume's (row, col); the box is the mask's in-plane extent
+    widened by 40 mm (beyond the largest disc and its edge)."""
 
-    def __init__(self, hu: np.ndarray, pixel_spacing_mm: tuple[float, float]) -> None:
+    _MARGIN_MM = 40.0
+
+    def __init__(
+        self, hu: np.ndarray, heart_mask: np.ndarray, pixel_spacing_mm: tuple[float, float]
+    ) -> None:
         self.hu = hu
         self.spacing = np.asarray(pixel_spacing_mm, dtype=float)
+        rows, cols = _bounding_box(heart_mask.any(axis=0))
+        margin = np.ceil(self._MARGIN_MM / self.spacing).astype(int)
+        self.origin = np.array([max(rows.start - margin[0], 0), max(cols.start - margin[1], 0)])
+        self.box = (
+            slice(int(self.origin[0]), min(rows.stop + int(margin[0]), hu.shape[1])),
+            slice(int(self.origin[1]), min(cols.stop + int(margin[1]), hu.shape[2])),
+        )
         self._maps: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def __getitem__(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         if k not in self._maps:
             sigma = _FAT_SMOOTHING_MM / self.spacing
-            smooth = ndimage.gaussian_filter(np.asarray(self.hu[k], dtype=np.float32), sigma)
-            fat = smooth < _FAT_HU
-            self._maps[k] = fat, ndimage.distance_transform_edt(~fat, sampling=self.spacing)
+            patch = np.asarray(self.hu[k][self.box], dtype=np.float32)
+            fat = ndimage.gaussian_filter(patch, sigma) < _FAT_HU
+            to_fat = ndimage.distance_transform_edt(~fat, sampling=self.spacing)
+            self._maps[k] = fat, to_fat.astype(np.float32)
         return self._maps[k]
 
 
@@ -325,62 +342,77 @@ def _vessel_disc(
     near: np.ndarray,
     max_shift_mm: float,
     radius_mm: tuple[float, float],
-    lesion_rim_mm: tuple[float, float] | None = None,
+    lesion: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, float, float] | None:
-    """(centre (row, col), radius mm, share of the edge in fat) of the vessel-like disc of
-    slice `k` centred within `max_shift_mm` of `near` whose edge faces fat the most.
+    """(centre (row, col), radius mm, share of the edge in fat or lung) of the vessel-like
+    disc of slice `k` centred within `max_shift_mm` of `near` whose edge faces fat the most.
 
-    A candidate centre's disc is the largest one free of fat (radius: its distance to
-    fat), of a radius within `radius_mm`; with `lesion_rim_mm` (inside, outside), `near`
-    must lie that close to the disc's edge. The edge is sampled 1.5 mm outside the disc."""
+    A candidate centre's disc is the largest one free of fat (radius: its distance to fat),
+    of a radius within `radius_mm`. With `lesion` (its pixels' rows and cols), the lesion's
+    pixel farthest from the centre must lie on the disc's edge (4 mm inside to 3 mm
+    outside it), so a plaque or an arc of calcium on the wall qualifies, while calcium
+    deeper inside or farther out does not. The edge is sampled 1.5 mm outside the disc;
+    samples beyond the box count as no fat."""
     is_fat, to_fat = fat[k]
-    step = float(fat.spacing.min())
-    reach = int(np.ceil(max_shift_mm / step))
-    r0, c0 = (int(np.rint(v)) for v in near)
-    rows = np.arange(max(r0 - reach, 0), min(r0 + reach + 1, is_fat.shape[0]))
-    cols = np.arange(max(c0 - reach, 0), min(c0 + reach + 1, is_fat.shape[1]))
+    local = np.asarray(near, dtype=float) - fat.origin
+    reach = np.ceil(max_shift_mm / fat.spacing).astype(int)
+    r0, c0 = (int(np.rint(v)) for v in local)
+    rows = np.arange(max(r0 - reach[0], 0), min(r0 + reach[0] + 1, is_fat.shape[0]))
+    cols = np.arange(max(c0 - reach[1], 0), min(c0 + reach[1] + 1, is_fat.shape[1]))
     rr, cc = (a.ravel() for a in np.meshgrid(rows, cols, indexing="ij"))
-    offset = np.hypot((rr - near[0]) * fat.spacing[0], (cc - near[1]) * fat.spacing[1])
-    radius = to_fat[rr, cc]
+    offset = np.hypot((rr - local[0]) * fat.spacing[0], (cc - local[1]) * fat.spacing[1])
+    radius = to_fat[rr, cc].astype(float)
     ok = (offset <= max_shift_mm) & (radius >= radius_mm[0]) & (radius <= radius_mm[1])
-    if lesion_rim_mm is not None:
-        ok &= (offset >= radius - lesion_rim_mm[0]) & (offset <= radius + lesion_rim_mm[1])
-    if not ok.any():
+    rr, cc, radius = rr[ok], cc[ok], radius[ok]
+    if lesion is not None and len(rr):
+        lr = np.asarray(lesion[0], dtype=float) - fat.origin[0]
+        lc = np.asarray(lesion[1], dtype=float) - fat.origin[1]
+        farthest = np.hypot(
+            (lr[None] - rr[:, None]) * fat.spacing[0], (lc[None] - cc[:, None]) * fat.spacing[1]
+        ).max(axis=1)
+        on_edge = (farthest >= radius - _AORTA_RIM_MM[0]) & (farthest <= radius + _AORTA_RIM_MM[1])
+        rr, cc, radius = rr[on_edge], cc[on_edge], radius[on_edge]
+    if not len(rr):
         return None
-    centres = np.stack([rr[ok], cc[ok]], axis=1).astype(float)
-    radius = radius[ok]
     edge = radius[:, None] + _EDGE_OUTSIDE_MM
-    er = centres[:, :1] + edge * np.sin(_EDGE_ANGLES)[None] / fat.spacing[0]
-    ec = centres[:, 1:] + edge * np.cos(_EDGE_ANGLES)[None] / fat.spacing[1]
-    er = np.clip(np.round(er).astype(int), 0, is_fat.shape[0] - 1)
-    ec = np.clip(np.round(ec).astype(int), 0, is_fat.shape[1] - 1)
-    share = is_fat[er, ec].mean(axis=1)
+    er = np.rint(rr[:, None] + edge * np.sin(_EDGE_ANGLES)[None] / fat.spacing[0]).astype(int)
+    ec = np.rint(cc[:, None] + edge * np.cos(_EDGE_ANGLES)[None] / fat.spacing[1]).astype(int)
+    inside = (er >= 0) & (er < is_fat.shape[0]) & (ec >= 0) & (ec < is_fat.shape[1])
+    hit = np.zeros(er.shape, dtype=bool)
+    hit[inside] = is_fat[er[inside], ec[inside]]
+    share = hit.mean(axis=1)
     best = int(np.argmax(share))
-    return centres[best], float(radius[best]), float(share[best])
+    centre = np.array([rr[best], cc[best]], dtype=float) + fat.origin
+    return centre, float(radius[best]), float(share[best])
 
 
 def on_aortic_wall(
     fat: _FatMaps,
     k: int,
-    centre_rc: np.ndarray,
+    lesion: tuple[np.ndarray, np.ndarray],
     slice_spacing_mm: float,
     min_fat_share: float,
 ) -> bool:
-    """Whether a lesion centred at `centre_rc` on slice `k` lies on the wall of a round
-    tube that runs free in fat there and up to the scan's first slice (rule 4 of the module
-    docstring)."""
+    """Whether a lesion of slice `k` (its pixels' rows and cols) lies on the wall of a
+    round tube that runs free in fat there and up to the scan's first slice (rule 4 of the
+    module docstring). A lesion on the first slice has no slice above to show a tube and
+    is kept."""
     if k == 0:
-        return False  # no slice above to show a tube
+        return False
+    centroid = np.array([np.mean(lesion[0]), np.mean(lesion[1])])
     reach = _AORTA_RADIUS_MM[1] + _AORTA_RIM_MM[1]
-    disc = _vessel_disc(fat, k, centre_rc, reach, _AORTA_RADIUS_MM, _AORTA_RIM_MM)
+    disc = _vessel_disc(fat, k, centroid, reach, _AORTA_RADIUS_MM, lesion)
     if disc is None or disc[2] < min_fat_share:
         return False
     centre, radius, _ = disc
-    shift = _AORTA_SHIFT_MM_PER_3MM * float(slice_spacing_mm) / 3.0
+    at_lesion = radius
+    per_3mm = float(slice_spacing_mm) / 3.0
+    shift = _AORTA_SHIFT_MM_PER_3MM * per_3mm
+    change = max(_AORTA_RADIUS_CHANGE_MM * per_3mm, 1.0)
     for j in range(k - 1, -1, -1):
         sizes = (
-            max(_AORTA_RADIUS_MM[0], radius - _AORTA_RADIUS_CHANGE_MM),
-            min(_AORTA_RADIUS_MM[1], radius + _AORTA_RADIUS_CHANGE_MM),
+            max(_AORTA_RADIUS_MM[0], radius - change, at_lesion - _AORTA_RADIUS_DRIFT_MM),
+            min(_AORTA_RADIUS_MM[1], radius + change, at_lesion + _AORTA_RADIUS_DRIFT_MM),
         )
         disc = _vessel_disc(fat, j, centre, shift, sizes)
         if disc is None or disc[2] < _AORTA_TRACE_FAT_SHARE:
