@@ -1,0 +1,180 @@
+"""Agreement of the hybrid Agatston score of a trained model with the true coronary score of
+synthetic patients it has never seen, beside the classical score of the same patients.
+
+Each patient of the cohort is synthesized (`synth_patient`) and scored by `cacflow predict`'s
+library call (`predict_study`): ingest, heart mask, the images of the model's dataset, the
+classifier on every image, then the classical score (the standard algorithm inside the mask
+less its rules, `ScoringSettings()`) and the hybrid one (the classical lesions an image called
+calcium shows). Both are compared with the truth by ICC(A,1), linearly weighted kappa over
+the risk categories, Bland-Altman and category accuracy (`cacflow.agreement`), against the
+targets of the scoring issue: ICC >= 0.95, kappa >= 0.90, and the hybrid better than the
+classical score on both. The cohort should be one the model was not trained on (another
+seed); `benchmarks/agatston_agreement.py` gives the ceiling of the hybrid rule (a perfect
+tile classifier) on the same cohorts.
+
+    .venv/bin/python benchmarks/hybrid_agreement.py --model results/models/cropped/resnet50/model.keras
+        [--patients 24] [--seed 3131] [--pixel-spacing 0.5 0.8] [--slice-thickness 3.0]
+        [--threshold 0.5] [--training "how the model was trained"] [--record]
+
+`--record` appends the tables to docs/benchmarks.md, with `--training` as the model's story
+(the command and config that trained it).
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from _common import append_section
+
+from cacflow.agatston import risk_category
+from cacflow.agreement import agreement_rows
+from cacflow.predict import predict_study
+from cacflow.scoring import DEFAULT_HYBRID_THRESHOLD
+from cacflow.synth import SynthSettings, patient_ids, synth_patient
+
+ICC_TARGET, KAPPA_TARGET = 0.95, 0.90
+
+
+def score_patient(cohort: Path, pid: str, settings: SynthSettings, model: Path, threshold: float):
+    truth = synth_patient(cohort, pid, settings)
+    prediction = predict_study(
+        model, cohort / "dicom" / pid, cohort / "out" / pid, threshold=threshold, patient_id=pid
+    )
+    shutil.rmtree(cohort / "dicom" / pid)  # ~35 MB a patient
+    totals = prediction.record["totals"]
+    lesions = prediction.record["lesions"]
+    return {
+        "patient_id": pid,
+        "truth": float(truth["agatston_total"]),
+        "truth_category": truth["risk_category"],
+        "classical": float(totals["classical"]["agatston"]),
+        "hybrid": float(totals["hybrid"]["agatston"]),
+        "method": totals["hybrid"]["method"],
+        "lesions": len(lesions),
+        "kept": sum(1 for lesion in lesions if lesion["kept_by_hybrid"]),
+        "noncoronary": truth["noncoronary_calcifications"],
+    }
+
+
+def markdown_tables(patients: list[dict]) -> str:
+    method = patients[0]["method"]
+    rows = [
+        {
+            "patient_id": p["patient_id"],
+            "method": name,
+            "agatston": p[key],
+            "risk_category": risk_category(p[key]),
+            "truth_agatston": p["truth"],
+            "truth_risk_category": p["truth_category"],
+        }
+        for name, key in (("classical", "classical"), (method, "hybrid"))
+        for p in patients
+    ]
+    summary = {row["method"]: row for row in agreement_rows(rows)}
+    lines = [
+        (
+            "| method | patients | ICC(A,1) | linear kappa | Bland-Altman mean | 95 % limits "
+            "| category accuracy |"
+        ),
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name in ("classical", method):
+        row = summary[name]
+        lines.append(
+            f"| {name} | {row['n_patients']} | {row['icc'] or '-'} | {row['kappa_linear'] or '-'} "
+            f"| {float(row['bland_altman_mean']):.1f} | {float(row['loa_low']):.1f} to "
+            f"{float(row['loa_high']):.1f} | {row['category_accuracy'] or '-'} |"
+        )
+    icc = {k: float(summary[k]["icc"] or "nan") for k in ("classical", method)}
+    kappa = {k: float(summary[k]["kappa_linear"] or "nan") for k in ("classical", method)}
+    verdict = {True: "met", False: "not met"}
+    better = icc[method] > icc["classical"] and kappa[method] > kappa["classical"]
+    kept = sum(p["kept"] for p in patients)
+    found = sum(p["lesions"] for p in patients)
+    lines += [
+        "",
+        (
+            f"Hybrid: ICC {icc[method]:.3f} (target {ICC_TARGET}: {verdict[icc[method] >= ICC_TARGET]}), "
+            f"linear kappa {kappa[method]:.3f} (target {KAPPA_TARGET}: "
+            f"{verdict[kappa[method] >= KAPPA_TARGET]}); better than the classical score on both "
+            f"(ICC {icc['classical']:.3f}, kappa {kappa['classical']:.3f}): {verdict[better]}. "
+            f"The hybrid kept {kept} of the {found} classical lesions."
+        ),
+        "",
+        (
+            "| patient | truth | classical | hybrid | lesions kept | non-coronary calcium of the "
+            "phantom | category: truth -> classical -> hybrid |"
+        ),
+        "|---|---:|---:|---:|---:|---|---|",
+    ]
+    for p in patients:
+        categories = [risk_category(p[key]) for key in ("classical", "hybrid")]
+        if (
+            all(c == p["truth_category"] for c in categories)
+            and abs(p["hybrid"] - p["truth"]) <= 10
+        ):
+            continue
+        lines.append(
+            f"| {p['patient_id']} | {p['truth']:.1f} | {p['classical']:.1f} | {p['hybrid']:.1f} "
+            f"| {p['kept']}/{p['lesions']} | {p['noncoronary']} | {p['truth_category']} -> "
+            f"{categories[0]} -> {categories[1]} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, required=True, help="a trained model.keras")
+    parser.add_argument("--patients", type=int, default=24, help="patients (default 24)")
+    parser.add_argument("--seed", type=int, default=3131, help="cohort seed (default 3131)")
+    parser.add_argument(
+        "--pixel-spacing", type=float, nargs=2, default=(0.5, 0.8), metavar=("MIN", "MAX")
+    )
+    parser.add_argument("--slice-thickness", type=float, nargs="+", default=(3.0,))
+    parser.add_argument("--threshold", type=float, default=DEFAULT_HYBRID_THRESHOLD)
+    parser.add_argument("--training", default="", help="how the model was trained (recorded)")
+    parser.add_argument("--record", action="store_true", help="append to docs/benchmarks.md")
+    args = parser.parse_args(argv)
+    if args.patients < 2:
+        parser.error("--patients must be at least 2")
+    if not args.model.is_file():
+        parser.error(f"--model {args.model}: no such file")
+    settings = SynthSettings(
+        seed=args.seed,
+        pixel_spacing_mm=tuple(args.pixel_spacing),
+        slice_thickness_mm=tuple(args.slice_thickness),
+    )
+    start = time.perf_counter()
+    patients = []
+    with tempfile.TemporaryDirectory(prefix="cacflow-hybrid-") as tmp:
+        for pid in patient_ids(args.patients):
+            p = score_patient(Path(tmp), pid, settings, args.model, args.threshold)
+            patients.append(p)
+            print(
+                f"{pid}: truth {p['truth']:.1f}, classical {p['classical']:.1f}, hybrid "
+                f"{p['hybrid']:.1f} ({p['kept']}/{p['lesions']} lesions kept)",
+                flush=True,
+            )
+    seconds = time.perf_counter() - start
+    table = markdown_tables(patients)
+    print(table)
+    if args.record:
+        details = (
+            f"model {args.model} ({patients[0]['method']}), threshold {args.threshold:g}"
+            f"{'; trained: ' + args.training if args.training else ''}. Cohort: "
+            f"{args.patients} synthetic patients, seed {args.seed}, 512 px, pixels "
+            f"{args.pixel_spacing[0]}-{args.pixel_spacing[1]} mm, slices "
+            f"{'/'.join(f'{t:g}' for t in args.slice_thickness)} mm, Gaussian noise "
+            f"{settings.noise_sd_hu:g} HU; synthesis and predict took {seconds:.0f} s"
+        )
+        append_section("hybrid_agreement", details, table)
+
+
+if __name__ == "__main__":
+    main()
