@@ -76,3 +76,41 @@ def append_section(name: str, details: str, table: str, cores_used: str = "one")
     partial.write_text(existing.rstrip("\n") + "\n" + section)
     os.replace(partial, BENCHMARKS_MD)
     print(f"appended to {BENCHMARKS_MD.relative_to(REPO_ROOT)}", file=sys.stderr)
+
+
+# Synthetic cohorts of the agreement benchmarks ------------------------------------------
+def add_cohort_arguments(parser, patients: int, seed: int) -> None:
+    """--patients, --seed, --size, --pixel-spacing, --slice-thickness of a synthetic cohort."""
+    parser.add_argument(
+        "--patients", type=int, default=patients, help=f"patients (default {patients})"
+    )
+    parser.add_argument("--seed", type=int, default=seed, help=f"cohort seed (default {seed})")
+    parser.add_argument("--size", type=int, default=512, help="pixels per side (default 512)")
+    parser.add_argument(
+        "--pixel-spacing", type=float, nargs=2, default=(0.5, 0.8), metavar=("MIN", "MAX")
+    )
+    parser.add_argument("--slice-thickness", type=float, nargs="+", default=(3.0,))
+
+
+def cohort_settings(parser, args):
+    """The `SynthSettings` of `add_cohort_arguments`' options (a parser error for < 2)."""
+    from cacflow.synth import SynthSettings
+
+    if args.patients < 2:
+        parser.error("--patients must be at least 2")
+    return SynthSettings(
+        seed=args.seed,
+        size=args.size,
+        pixel_spacing_mm=tuple(args.pixel_spacing),
+        slice_thickness_mm=tuple(args.slice_thickness),
+    )
+
+
+def cohort_details(args, settings) -> str:
+    """The cohort in words, for a record."""
+    return (
+        f"{args.patients} synthetic patients, seed {args.seed}, {args.size} px, pixels "
+        f"{args.pixel_spacing[0]}-{args.pixel_spacing[1]} mm at 512 px, slices "
+        f"{'/'.join(f'{t:g}' for t in args.slice_thickness)} mm, Gaussian noise "
+        f"{settings.noise_sd_hu:g} HU"
+    )

@@ -55,7 +55,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import append_section
+from _common import add_cohort_arguments, append_section, cohort_details, cohort_settings
 
 from cacflow.agatston import agatston_score, risk_category
 from cacflow.agreement import agreement_rows
@@ -294,23 +294,10 @@ def markdown_tables(patients: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--patients", type=int, default=30, help="patients (default 30)")
-    parser.add_argument("--seed", type=int, default=2021, help="cohort seed (default 2021)")
-    parser.add_argument("--size", type=int, default=512, help="pixels per side (default 512)")
-    parser.add_argument(
-        "--pixel-spacing", type=float, nargs=2, default=(0.5, 0.8), metavar=("MIN", "MAX")
-    )
-    parser.add_argument("--slice-thickness", type=float, nargs="+", default=(3.0,))
+    add_cohort_arguments(parser, patients=30, seed=2021)
     parser.add_argument("--record", action="store_true", help="append to docs/benchmarks.md")
     args = parser.parse_args(argv)
-    if args.patients < 2:
-        parser.error("--patients must be at least 2")
-    settings = SynthSettings(
-        seed=args.seed,
-        size=args.size,
-        pixel_spacing_mm=tuple(args.pixel_spacing),
-        slice_thickness_mm=tuple(args.slice_thickness),
-    )
+    settings = cohort_settings(parser, args)
     start = time.perf_counter()
     patients = []
     with tempfile.TemporaryDirectory(prefix="cacflow-agatston-") as tmp:
@@ -329,11 +316,8 @@ def main(argv: list[str] | None = None) -> None:
     print(table)
     if args.record:
         details = (
-            f"{args.patients} synthetic patients, seed {args.seed}, {args.size} px, pixels "
-            f"{args.pixel_spacing[0]}-{args.pixel_spacing[1]} mm at 512 px, slices "
-            f"{'/'.join(f'{t:g}' for t in args.slice_thickness)} mm, Gaussian noise "
-            f"{settings.noise_sd_hu:g} HU; synthesis, ingest, segmentation and scoring took "
-            f"{seconds:.0f} s"
+            f"{cohort_details(args, settings)}; synthesis, ingest, segmentation and scoring "
+            f"took {seconds:.0f} s"
         )
         append_section("agatston_agreement", details, table)
 

@@ -13,7 +13,7 @@ seed); `benchmarks/agatston_agreement.py` gives the ceiling of the hybrid rule (
 tile classifier) on the same cohorts.
 
     .venv/bin/python benchmarks/hybrid_agreement.py --model results/models/cropped/resnet50/model.keras
-        [--patients 24] [--seed 3131] [--pixel-spacing 0.5 0.8] [--slice-thickness 3.0]
+        [--patients 24] [--seed 3131] [--size 512] [--pixel-spacing 0.5 0.8] [--slice-thickness 3.0]
         [--threshold 0.5] [--training "how the model was trained"] [--record]
 
 `--record` appends the tables to docs/benchmarks.md, with `--training` as the model's story
@@ -30,18 +30,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import append_section
+from _common import add_cohort_arguments, append_section, cohort_details, cohort_settings
 
 from cacflow.agatston import risk_category
 from cacflow.agreement import agreement_rows
 from cacflow.predict import predict_study
 from cacflow.scoring import DEFAULT_HYBRID_THRESHOLD
-from cacflow.synth import SynthSettings, patient_ids, synth_patient
+from cacflow.synth import patient_ids, synth_patient
 
 ICC_TARGET, KAPPA_TARGET = 0.95, 0.90
 
 
-def score_patient(cohort: Path, pid: str, settings: SynthSettings, model: Path, threshold: float):
+def score_patient(cohort: Path, pid: str, settings, model: Path, threshold: float) -> dict:
     truth = synth_patient(cohort, pid, settings)
     prediction = predict_study(
         model, cohort / "dicom" / pid, cohort / "out" / pid, threshold=threshold, patient_id=pid
@@ -131,25 +131,14 @@ def markdown_tables(patients: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True, help="a trained model.keras")
-    parser.add_argument("--patients", type=int, default=24, help="patients (default 24)")
-    parser.add_argument("--seed", type=int, default=3131, help="cohort seed (default 3131)")
-    parser.add_argument(
-        "--pixel-spacing", type=float, nargs=2, default=(0.5, 0.8), metavar=("MIN", "MAX")
-    )
-    parser.add_argument("--slice-thickness", type=float, nargs="+", default=(3.0,))
+    add_cohort_arguments(parser, patients=24, seed=3131)
     parser.add_argument("--threshold", type=float, default=DEFAULT_HYBRID_THRESHOLD)
     parser.add_argument("--training", default="", help="how the model was trained (recorded)")
     parser.add_argument("--record", action="store_true", help="append to docs/benchmarks.md")
     args = parser.parse_args(argv)
-    if args.patients < 2:
-        parser.error("--patients must be at least 2")
+    settings = cohort_settings(parser, args)
     if not args.model.is_file():
         parser.error(f"--model {args.model}: no such file")
-    settings = SynthSettings(
-        seed=args.seed,
-        pixel_spacing_mm=tuple(args.pixel_spacing),
-        slice_thickness_mm=tuple(args.slice_thickness),
-    )
     start = time.perf_counter()
     patients = []
     with tempfile.TemporaryDirectory(prefix="cacflow-hybrid-") as tmp:
@@ -168,10 +157,7 @@ def main(argv: list[str] | None = None) -> None:
         details = (
             f"model {args.model} ({patients[0]['method']}), threshold {args.threshold:g}"
             f"{'; trained: ' + args.training if args.training else ''}. Cohort: "
-            f"{args.patients} synthetic patients, seed {args.seed}, 512 px, pixels "
-            f"{args.pixel_spacing[0]}-{args.pixel_spacing[1]} mm, slices "
-            f"{'/'.join(f'{t:g}' for t in args.slice_thickness)} mm, Gaussian noise "
-            f"{settings.noise_sd_hu:g} HU; synthesis and predict took {seconds:.0f} s"
+            f"{cohort_details(args, settings)}; synthesis and predict took {seconds:.0f} s"
         )
         append_section("hybrid_agreement", details, table)
 
