@@ -114,3 +114,20 @@ def cohort_details(args, settings) -> str:
         f"{'/'.join(f'{t:g}' for t in args.slice_thickness)} mm, Gaussian noise "
         f"{settings.noise_sd_hu:g} HU"
     )
+
+
+def score_cohort(args, prefix: str, score, describe) -> tuple[list[dict], float]:
+    """`score(cohort_dir, patient_id)` for each of the `--patients` patients in a temporary
+    folder, printing `describe(row)` after each; the rows and the seconds they took."""
+    import tempfile
+    import time
+
+    from cacflow.synth import patient_ids
+
+    start = time.perf_counter()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        for pid in patient_ids(args.patients):
+            rows.append(score(Path(tmp), pid))
+            print(f"{pid}: {describe(rows[-1])}", flush=True)
+    return rows, time.perf_counter() - start

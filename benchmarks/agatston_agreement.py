@@ -50,12 +50,16 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse
 import shutil
-import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
-from _common import add_cohort_arguments, append_section, cohort_details, cohort_settings
+from _common import (
+    add_cohort_arguments,
+    append_section,
+    cohort_details,
+    cohort_settings,
+    score_cohort,
+)
 
 from cacflow.agatston import agatston_score, risk_category
 from cacflow.agreement import agreement_rows
@@ -70,7 +74,7 @@ from cacflow.scoring import (
     filter_candidates,
     hybrid_scores,
 )
-from cacflow.synth import SynthSettings, patient_ids, synth_patient
+from cacflow.synth import SynthSettings, synth_patient
 
 ICC_TARGET, KAPPA_TARGET = 0.95, 0.90
 CLASSICAL = "classical (rules on)"
@@ -298,20 +302,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--record", action="store_true", help="append to docs/benchmarks.md")
     args = parser.parse_args(argv)
     settings = cohort_settings(parser, args)
-    start = time.perf_counter()
-    patients = []
-    with tempfile.TemporaryDirectory(prefix="cacflow-agatston-") as tmp:
-        for pid in patient_ids(args.patients):
-            patients.append(score_patient(Path(tmp), pid, settings))
-            p = patients[-1]
-            print(
-                f"{pid}: truth {p['truth']:.1f}, standard {p['standard']:.1f}, classical "
-                f"{p['classical']:.1f} = "
-                + " + ".join(f"{kind} {p['kinds_classical'][kind]:.1f}" for kind in KINDS)
-                + f"; coronary in mask {p['coronary_in_mask']:.1f}; {p['noncoronary_kinds']}",
-                flush=True,
-            )
-    seconds = time.perf_counter() - start
+    patients, seconds = score_cohort(
+        args,
+        "cacflow-agatston-",
+        lambda cohort, pid: score_patient(cohort, pid, settings),
+        lambda p: (
+            f"truth {p['truth']:.1f}, standard {p['standard']:.1f}, classical "
+            f"{p['classical']:.1f} = "
+            + " + ".join(f"{kind} {p['kinds_classical'][kind]:.1f}" for kind in KINDS)
+            + f"; coronary in mask {p['coronary_in_mask']:.1f}; {p['noncoronary_kinds']}"
+        ),
+    )
     table = markdown_tables(patients)
     print(table)
     if args.record:

@@ -26,17 +26,21 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse
 import shutil
-import tempfile
-import time
 from pathlib import Path
 
-from _common import add_cohort_arguments, append_section, cohort_details, cohort_settings
+from _common import (
+    add_cohort_arguments,
+    append_section,
+    cohort_details,
+    cohort_settings,
+    score_cohort,
+)
 
 from cacflow.agatston import risk_category
 from cacflow.agreement import agreement_rows
 from cacflow.predict import predict_study
 from cacflow.scoring import DEFAULT_HYBRID_THRESHOLD
-from cacflow.synth import patient_ids, synth_patient
+from cacflow.synth import synth_patient
 
 ICC_TARGET, KAPPA_TARGET = 0.95, 0.90
 
@@ -139,18 +143,15 @@ def main(argv: list[str] | None = None) -> None:
     settings = cohort_settings(parser, args)
     if not args.model.is_file():
         parser.error(f"--model {args.model}: no such file")
-    start = time.perf_counter()
-    patients = []
-    with tempfile.TemporaryDirectory(prefix="cacflow-hybrid-") as tmp:
-        for pid in patient_ids(args.patients):
-            p = score_patient(Path(tmp), pid, settings, args.model, args.threshold)
-            patients.append(p)
-            print(
-                f"{pid}: truth {p['truth']:.1f}, classical {p['classical']:.1f}, hybrid "
-                f"{p['hybrid']:.1f} ({p['kept']}/{p['lesions']} lesions kept)",
-                flush=True,
-            )
-    seconds = time.perf_counter() - start
+    patients, seconds = score_cohort(
+        args,
+        "cacflow-hybrid-",
+        lambda cohort, pid: score_patient(cohort, pid, settings, args.model, args.threshold),
+        lambda p: (
+            f"truth {p['truth']:.1f}, classical {p['classical']:.1f}, hybrid {p['hybrid']:.1f} "
+            f"({p['kept']}/{p['lesions']} lesions kept)"
+        ),
+    )
     table = markdown_tables(patients)
     print(table)
     if args.record:
