@@ -61,7 +61,7 @@ from _common import (
     score_cohort,
 )
 
-from cacflow.agatston import agatston_score, risk_category
+from cacflow.agatston import THRESHOLD_HU, agatston_score, risk_category
 from cacflow.agreement import agreement_rows
 from cacflow.datasets import heart_box, tile_boxes
 from cacflow.ingest import read_study, volume_of
@@ -120,7 +120,7 @@ def score_patient(cohort: Path, pid: str, settings: SynthSettings) -> dict:
     coronary = coronary_lesion_mask(truth_path, volume.instance_numbers)
     kinds = kind_map(truth_path, volume.instance_numbers, coronary)
     filtered = filter_candidates(volume.hu, heart_mask, *geometry, ScoringSettings())
-    calcium = coronary & heart_mask & (volume.hu >= 130)
+    calcium = coronary & heart_mask & (volume.hu >= THRESHOLD_HU)
     tiles = perfect_tile_calls(pid, calcium, heart_mask, volume.instance_numbers, grid)
     ceiling = hybrid_scores(classical.lesions, tiles, CEILING)
     ceiling_score = ceiling[0]["agatston"] if ceiling else 0.0
