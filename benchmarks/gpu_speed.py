@@ -136,20 +136,20 @@ def worker(args: argparse.Namespace) -> None:
                 job_row.update(run(args.seconds))
                 _append(out, job_row)
                 print(json.dumps(job_row), flush=True)
-    stats = device.memory_stats() or {}
-    _append(
-        out,
-        {
-            "kind": "memory",
-            "network": args.name,
-            "size": args.size,
-            "peak_gib": round(stats.get("peak_bytes_in_use", 0) / 2**30, 2),
-            "compile_s": round(compile_s, 1),
-            "device": device.device_kind,
-            "jax": jax.__version__,
-            "keras": keras.__version__,
-        },
-    )
+        stats = device.memory_stats() or {}
+        _append(
+            out,
+            {
+                "kind": "memory",
+                "network": args.name,
+                "size": args.size,
+                "peak_gib": round(stats.get("peak_bytes_in_use", 0) / 2**30, 2),
+                "compile_s": round(compile_s, 1),
+                "device": device.device_kind,
+                "jax": jax.__version__,
+                "keras": keras.__version__,
+            },
+        )
 
 
 def _train_step(jax, keras, model):
@@ -231,9 +231,87 @@ def record(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from _common import append_section
 
-    rows = [json.loads(line) for line in Path(args.results).read_text().splitlines() if line]
+    rows = [
+        json.loads(line)
+        for path in args.results
+        for line in Path(path).read_text().splitlines()
+        if line
+    ]
     table, details = speed_table(rows)
+    tiles = tiles_per_patient(Path(args.run_results))
+    if tiles:
+        table += "\n\n" + paper_size_table(rows, tiles, args.patients, args.epochs)
+        details += (
+            f". Hours for a paper-size run: {args.patients} patients, 80 % of them training "
+            f"patients, plus 10 % augmented images, {args.epochs} epochs at batch 8, from the "
+            "measured training img/s and the images per patient of the synthetic cohort of "
+            "the run in results/ (" + ", ".join(f"{d} {n:.1f}" for d, n in tiles.items()) + ")"
+        )
+    if args.train:
+        curve = [json.loads(line) for line in Path(args.train).read_text().splitlines() if line]
+        table += "\n\n" + curve_table(curve)
+        first = curve[0]
+        details += (
+            f". Training curve: cropped/ResNet50 at {first['size']} px, {first['policy']}, the "
+            f"paper's SGD in batches of {first['batch']}, half calcium, random initialization; "
+            f"{first['train_tiles']} training tiles ({first['train_calcium']} calcium) of the "
+            f"training patients, AUC on {first['eval_tiles']} tiles ({first['eval_calcium']} "
+            "calcium) of the validation and test patients; 'seconds' includes the compilation "
+            "and the evaluations"
+        )
+    if args.note:
+        details += ". " + args.note
     append_section("gpu_speed (Keras on JAX)", details, table, cores_used="the accelerator")
+
+
+def tiles_per_patient(results: Path) -> dict[str, float]:
+    """Images per patient of each dataset of a finished run (none when there is no run)."""
+    counts = {}
+    for dataset in ("original", "segmented", "cropped"):
+        manifest = results / "datasets" / dataset / "manifest.tsv"
+        if manifest.is_file():
+            rows = manifest.read_text().splitlines()[1:]
+            patients = {row.split("\t", 1)[0] for row in rows}
+            counts[dataset] = len(rows) / max(len(patients), 1)
+    return counts
+
+
+def paper_size_table(rows: list[dict], tiles: dict, patients: int, epochs: int) -> str:
+    """GPU hours per (dataset, network) for `epochs` epochs over the training images of
+    `patients` patients, from the measured batch-8 training rates."""
+    rate = {
+        (r["network"], r["policy"]): r["images_per_s"]
+        for r in rows
+        if r["kind"] == "train" and r["batch"] == 8 and "images_per_s" in r
+    }
+    lines = [
+        "| network | precision | " + " | ".join(f"{d} h" for d in tiles) + " | all three h |",
+        "|---|---|" + "---|" * (len(tiles) + 1),
+    ]
+    for name in NETWORKS:
+        for policy in POLICIES:
+            if (name, policy) not in rate:
+                continue
+            hours = [
+                patients * 0.8 * n * 1.1 * epochs / rate[name, policy] / 3600
+                for n in tiles.values()
+            ]
+            cells = " | ".join(f"{h:.1f}" for h in hours)
+            lines.append(f"| {name} | {policy} | {cells} | {sum(hours):.1f} |")
+    return "\n".join(lines)
+
+
+def curve_table(curve: list[dict]) -> str:
+    lines = [
+        "| step | images | seconds | training seconds | evaluation AUC |",
+        "|---|---|---|---|---|",
+    ]
+    for r in curve:
+        lines.append(
+            f"| {r['step']} | {r['images']} | {r['seconds']} | {r['train_seconds']} | "
+            f"{r['eval_auc']:.4f} |"
+        )
+    return "\n".join(lines)
 
 
 def speed_table(rows: list[dict]) -> tuple[str, str]:
@@ -256,9 +334,11 @@ def speed_table(rows: list[dict]) -> tuple[str, str]:
                 for kind, batches in (("train", TRAIN_BATCHES), ("inference", INFER_BATCHES))
                 for b in batches
             ]
-            if not any(cells):
-                continue
-            first = next(c for c in cells if c)
+            first = next((c for c in cells if c), None)
+            if first is None:  # cut short while compiling: say so, do not drop the row
+                first = next((r for r in timed.values() if r["network"] == name), None)
+                if first is None:
+                    continue
             values = [
                 str(c["images_per_s"])
                 if c and "images_per_s" in c
@@ -279,8 +359,10 @@ def speed_table(rows: list[dict]) -> tuple[str, str]:
         "training: one jitted SGD step (momentum 0.9, weight decay 0.005) per batch, "
         "BatchNormalization and dropout in training mode; inference: one jitted forward pass "
         "per call, each call waited for. The input pipeline is not included. Memory peak: the "
-        "largest device memory in use by the network's process (all its measurements). "
-        "Compile seconds per network (both precisions, all batches, compiled side by side): "
+        "largest device memory in use by the network's process ('?': the process was stopped "
+        "before it could report). 'not measured': the run's time budget ended while the "
+        "functions were compiled. Compile seconds per network (the precisions measured, all "
+        "batches, compiled side by side with the other networks): "
         + ", ".join(f"{n} {m.get('compile_s')}" for n, m in memory.items())
     )
     return "\n".join(lines), details
@@ -417,7 +499,12 @@ def main() -> None:
     one.add_argument("--size", type=int, default=299)
     one.add_argument("--seconds", type=float, default=2.0)
     rec = commands.add_parser("record", help="append a measure's JSON to docs/benchmarks.md")
-    rec.add_argument("results", help="the gpu_speed.json that measure wrote")
+    rec.add_argument("results", nargs="+", help="gpu_speed.json files of measure (later wins)")
+    rec.add_argument("--train", help="the gpu_train.json of train")
+    rec.add_argument("--run-results", default=str(REPO_ROOT / "results"), help="a finished run")
+    rec.add_argument("--patients", type=int, default=2300, help="paper-size cohort")
+    rec.add_argument("--epochs", type=int, default=30)
+    rec.add_argument("--note", default="", help="added to the record's description")
     packer = commands.add_parser("pack", help="cropped tiles of results/ into one .npz")
     packer.add_argument("npz")
     packer.add_argument("--results", default=str(REPO_ROOT / "results"))
