@@ -58,17 +58,48 @@ def mini_datasets(tmp_path_factory) -> Path:
     """The three datasets of two real synthetic patients at 160 px, made by the library as the
     workflow does: SYN0006 (coronary calcium, Agatston > 400) and SYN0001 (none).
     Returns the results folder (datasets/<dataset>/manifest.tsv below it)."""
+    return make_datasets(tmp_path_factory.mktemp("mini"), ["SYN0001", "SYN0006"])
+
+
+# Patients of the learning fixture and their split: three with coronary calcium train (the
+# tiny cohort's training split holds one calcium tile: nothing to learn from), one validates.
+LEARNING_SPLIT = {
+    "SYN0001": "train",  # none
+    "SYN0006": "train",  # Agatston 1225
+    "SYN0016": "train",  # 804
+    "SYN0018": "train",  # 649
+    "SYN0003": "validation",  # none
+    "SYN0008": "validation",  # 380, 19 lesions
+}
+
+
+@pytest.fixture(scope="session")
+def learning_datasets(tmp_path_factory) -> Path:
+    """The datasets of the six patients of `LEARNING_SPLIT` (seed 2021, 160 px) and their
+    split table, ``splits.tsv`` in the returned results folder."""
+    from cacflow.tables import write_tsv
+
+    results = make_datasets(tmp_path_factory.mktemp("learning"), list(LEARNING_SPLIT))
+    write_tsv(
+        results / "splits.tsv",
+        [{"patient_id": pid, "split": split} for pid, split in LEARNING_SPLIT.items()],
+        ["patient_id", "split"],
+    )
+    return results
+
+
+def make_datasets(root: Path, ids: list[str], size: int = 160) -> Path:
+    """Synthesize patients `ids` (seed 2021, `size` px) and make their three datasets in
+    ``root/results/datasets/<dataset>``; returns ``root/results``."""
     import io
 
     from cacflow.pipeline import StudySettings, process_study
     from cacflow.synth import SynthSettings, synth_patient
     from cacflow.tables import read_tsv, write_tsv
 
-    root = tmp_path_factory.mktemp("mini")
     cohort, results = root / "cohort", root / "results"
-    ids = ["SYN0001", "SYN0006"]
     for pid in ids:
-        synth_patient(cohort, pid, SynthSettings(size=160))
+        synth_patient(cohort, pid, SynthSettings(size=size))
         process_study(
             cohort / "dicom" / pid,
             root / pid,

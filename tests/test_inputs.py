@@ -154,3 +154,38 @@ def test_on_the_fly_pipeline_is_deterministic(segmented):
     # Augmented: batches differ from the plain decoded images of the same files.
     labels = np.concatenate([y for _, y in a])
     assert set(labels.tolist()) <= {0, 1}
+
+
+def test_balanced_batches_are_half_calcium(segmented):
+    """With 1-3 % calcium tiles, balanced batches show the network as many calcium images as
+    others: each batch half and half, each class cycled on its own until its every image has
+    come. Class weights then weigh both classes alike."""
+    root, rows, augmented_root, augmented, _ = segmented
+    table = image_table(rows, root, SPLIT, "train", augmented, augmented_root)
+    settings = PipelineSettings(batch_size=6, balanced_batches=True, cache=False)
+    # Evaluation keeps the natural shares and order: the reference of what each class holds.
+    evaluation = build_pipeline(table, settings, training=False, seed=3, image_size=24)
+    expected = {0: set(), 1: set()}
+    for images, labels in evaluation.dataset:
+        for image, label in zip(images, labels, strict=True):
+            expected[int(label)].add(float(tf.reduce_sum(image)))
+    assert len(expected[0]) > 1 and len(expected[1]) > 1
+
+    pipeline = build_pipeline(table, settings, training=True, seed=3, image_size=24)
+    assert pipeline.class_weights == {0: 1.0, 1: 1.0}
+    counts = np.bincount(table.labels)
+    assert pipeline.class_counts == {"no_calcium": counts[0], "calcium": counts[1]}
+    seen = {0: set(), 1: set()}
+    for images, labels in pipeline.dataset.take(-(-counts.max() // 3)):
+        assert labels.numpy().tolist().count(1) == 3
+        for image, label in zip(images, labels, strict=True):
+            seen[int(label)].add(float(tf.reduce_sum(image)))
+    assert seen == expected
+
+
+def test_balanced_batches_need_both_classes(segmented):
+    root, rows, *_ = segmented
+    table = image_table(rows, root, {"SYN0006": "validation", "SYN0001": "train"}, "train")
+    assert set(table.labels.tolist()) == {0}
+    with pytest.raises(ValueError, match="both classes"):
+        build_pipeline(table, PipelineSettings(balanced_batches=True), training=True, seed=1)

@@ -16,10 +16,11 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from cacflow.evaluation import PREDICTION_COLUMNS
 from cacflow.inputs import CLASSES, PipelineSettings, build_pipeline, split_table
-from cacflow.models import REGISTRY, ModelError, build_model, count_parameters
+from cacflow.models import REGISTRY, ModelError, batchnorm_layers, build_model, count_parameters
 from cacflow.tables import write_tsv
 from cacflow.training import (
     SUMMARY_COLUMNS,
@@ -29,6 +30,8 @@ from cacflow.training import (
     compile_model,
     predict_splits,
     read_preprocessing,
+    recompute_batchnorm_statistics,
+    statistics_batches,
     train_classifier,
 )
 
@@ -139,6 +142,31 @@ def count_traces(model: keras.Model, step: str) -> dict:
 
     setattr(model, step, counted)
     return calls
+
+
+def test_recomputed_batchnorm_statistics_are_the_mean_of_the_batch_statistics():
+    """What inference normalizes with after the recomputation: per channel, the mean over the
+    batches of each batch's mean and (biased) variance of the layer's input. Checked on the
+    first BatchNormalization of ResNet50, whose input depends on no other one."""
+    keras.utils.set_random_seed(11)
+    model = build_model("resnet50", (32, 32, 3), batchnorm_momentum=0.9)
+    assert {layer.momentum for layer in batchnorm_layers(model)} == {0.9}
+    rng = np.random.default_rng(11)
+    batches = [rng.random((4, 32, 32, 3), dtype=np.float32) * (k + 1) for k in range(3)]
+    conv = keras.Model(model.input, model.get_layer("conv1_conv").output)
+    inputs = [keras.ops.convert_to_numpy(conv(x)) for x in batches]
+    expected_mean = np.mean([x.mean(axis=(0, 1, 2)) for x in inputs], axis=0)
+    expected_variance = np.mean([x.var(axis=(0, 1, 2)) for x in inputs], axis=0)
+
+    assert recompute_batchnorm_statistics(model, batches) == 3
+    layer = model.get_layer("conv1_bn")
+    np.testing.assert_allclose(layer.moving_mean.numpy(), expected_mean, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        layer.moving_variance.numpy(), expected_variance, rtol=1e-4, atol=1e-6
+    )
+    # The Keras initial values (0, 1) are gone, and the layers keep their momentum.
+    assert np.abs(layer.moving_mean.numpy()).max() > 0.01
+    assert {layer.momentum for layer in batchnorm_layers(model)} == {0.9}
 
 
 def test_training_step_is_traced_once():
@@ -289,3 +317,58 @@ def test_killed_training_resumes_from_its_last_epoch(mini_datasets, training_dat
     epochs = list(pd.read_csv(history)["epoch"])
     assert epochs == [0, 1, 2, 3]
     assert keras.saving.load_model(out / "model.keras").output_shape == (None, 2)
+
+
+# A short training as the CPU presets run it: balanced batches, Adam, BatchNormalization
+# statistics recomputed before each validation. Measured: validation AUC 0.73 (seed 7);
+# without these (SGD, class weights, Keras' moving averages) every image gets the same
+# probability, AUC 0.5.
+LEARNING = TrainSettings(
+    models=("resnet50",),
+    image_size=64,
+    epochs=2,
+    steps_per_epoch=20,
+    validation_images=32,
+    early_stopping_patience=0,
+    optimizer="adam",
+    batchnorm_batches=8,
+)
+LEARNING_MIN_AUC = 0.65  # chance is 0.5
+
+
+@pytest.mark.slow
+def test_short_training_detects_calcium_in_patients_it_never_saw(learning_datasets, tmp_path):
+    """ResNet50 from scratch, 40 steps of 8 tiles on three calcium patients, then every
+    cropped tile of two other patients (18 calcium tiles of 675): better than chance, and
+    inference normalizes with the recomputed BatchNormalization statistics."""
+    out = tmp_path / "resnet50"
+    pipeline_settings = PipelineSettings(balanced_batches=True)
+    paths = TrainPaths(
+        dataset_root=learning_datasets / "datasets" / "cropped",
+        splits=learning_datasets / "splits.tsv",
+        augmented_root=None,
+        out_dir=out,
+        predictions=out / "predictions.tsv",
+    )
+    train_classifier(
+        "cropped", "resnet50", paths, LEARNING, pipeline_settings, None, DATASETS_CONFIG, 7
+    )
+    predictions = pd.read_csv(out / "predictions.tsv", sep="\t")
+    assert set(predictions["patient_id"]) == {"SYN0003", "SYN0008"}
+    calcium = predictions["label"] == "calcium"
+    assert calcium.sum() >= 10
+    auc = roc_auc_score(calcium, predictions["probability"])
+    assert auc >= LEARNING_MIN_AUC, f"validation AUC {auc:.3f}"
+    assert predictions["probability"].nunique() > 100  # not one answer for every tile
+
+    # The saved model's statistics are the recomputed ones: recomputing them again over the
+    # same batches with its own weights changes nothing (Keras' moving averages would be).
+    model = keras.saving.load_model(out / "model.keras")
+    layers = batchnorm_layers(model)
+    saved = [(layer.moving_mean.numpy(), layer.moving_variance.numpy()) for layer in layers]
+    table = split_table(paths.dataset_root, paths.splits, "train")
+    batches = statistics_batches(table, LEARNING, pipeline_settings, 7)
+    assert recompute_batchnorm_statistics(model, batches) == LEARNING.batchnorm_batches
+    for layer, (mean, variance) in zip(layers, saved, strict=True):
+        np.testing.assert_allclose(layer.moving_mean.numpy(), mean, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(layer.moving_variance.numpy(), variance, rtol=1e-4, atol=1e-5)

@@ -61,6 +61,10 @@ class PipelineSettings:
     shuffle_buffer: int = 1000
     on_the_fly: bool = False  # augment training batches (the materialized ones are added anyway)
     include_augmented: bool = True  # training reads results/augmented/<dataset>/manifest.tsv
+    # Training batches half calcium, half not (each class cycled on its own), instead of the
+    # natural share: 1-3 % of tiles show calcium, too few per batch to learn from in a
+    # short run. Class weights then have nothing left to balance (`class_weights` all 1).
+    balanced_batches: bool = False
 
     @classmethod
     def from_config(cls, config: Mapping) -> PipelineSettings:
@@ -85,8 +89,10 @@ class ImageTable:
 class InputPipeline:
     dataset: tf.data.Dataset  # yields (float32 [batch, h, w, channels], int32 [batch])
     table: ImageTable
-    class_counts: dict[str, int]
-    class_weights: dict[int, float]  # for model.fit(class_weight=...), balanced
+    class_counts: dict[str, int]  # images of the table per class
+    # For model.fit(class_weight=...): inverse frequency of each class in the batches (all 1
+    # when the batches are balanced).
+    class_weights: dict[int, float]
 
     @property
     def files(self) -> tuple[str, ...]:
@@ -174,25 +180,22 @@ def build_pipeline(
     """Batches of (images, labels) from an `ImageTable`. Training shuffles and, with
     ``settings.on_the_fly`` and `augment` given, augments each batch. With `image_size`, images
     reach the model resized to that square side (before the cache, unless augmented on the
-    fly, which works in the stored pixels). `repeat` cycles for ever (fixed steps per epoch)."""
+    fly, which works in the stored pixels). `repeat` cycles for ever (fixed steps per epoch).
+    Training with ``settings.balanced_batches`` alternates the classes image by image (so
+    an even batch is exactly half calcium) and always cycles."""
     if len(table) == 0:
         raise ValueError("no images to read")
     height, width = _image_size(table.files[0])
     on_the_fly = training and settings.on_the_fly and augment is not None
     resize_early = image_size is not None and not on_the_fly and image_size != height
     resize_late = image_size is not None and on_the_fly and image_size != height
-    has_mask = np.array([bool(m) for m in table.lesion_masks])
-    # A calcium image without a lesion mask cannot be relabelled: it is never transformed.
-    augmentable = (table.labels == 0) | has_mask
-    sources = tf.data.Dataset.from_tensor_slices(
-        (
-            list(table.files),
-            table.labels,
-            table.pixel_area_mm2,
-            list(table.lesion_masks),
-            augmentable,
-        )
-    )
+    balanced = training and settings.balanced_batches
+    counts, weights = class_balance(table.labels)
+    if balanced:
+        missing = [name for name, n in counts.items() if n == 0]
+        if missing:
+            raise ValueError(f"balanced batches need images of both classes; none of {missing}")
+        weights = {k: 1.0 for k in weights}
 
     def load(path, label, area, mask_path, can_augment):
         image = tf.io.decode_png(tf.io.read_file(path), channels=1)
@@ -211,18 +214,46 @@ def build_pipeline(
         )
         return image, label, area, points, can_augment
 
-    if training:
-        # The file entries (cheap) in one fixed random order first; the buffer below then
-        # mixes decoded images anew each epoch. A buffer over the files in manifest order
-        # would have to decode `shuffle_buffer` images before the first batch.
-        sources = sources.shuffle(len(table), seed=seed, reshuffle_each_iteration=False)
-    ds = sources.map(load, num_parallel_calls=AUTOTUNE)
-    if settings.cache:
-        ds = ds.cache()
-    if training:
-        ds = ds.shuffle(min(settings.shuffle_buffer, len(table)), seed=seed)
-    if repeat:
-        ds = ds.repeat()
+    def decoded(index: np.ndarray, stream_seed: int) -> tf.data.Dataset:
+        """The images `index` of the table, decoded (and cached); shuffled when training."""
+        has_mask = np.array([bool(table.lesion_masks[i]) for i in index], dtype=bool)
+        labels = table.labels[index]
+        # A calcium image without a lesion mask cannot be relabelled: it is never transformed.
+        augmentable = (labels == 0) | has_mask
+        sources = tf.data.Dataset.from_tensor_slices(
+            (
+                [table.files[i] for i in index],
+                labels,
+                table.pixel_area_mm2[index],
+                [table.lesion_masks[i] for i in index],
+                augmentable,
+            )
+        )
+        if training:
+            # The file entries (cheap) in one fixed random order first; the buffer below then
+            # mixes decoded images anew each epoch. A buffer over the files in manifest order
+            # would have to decode `shuffle_buffer` images before the first batch.
+            sources = sources.shuffle(len(index), seed=stream_seed, reshuffle_each_iteration=False)
+        ds = sources.map(load, num_parallel_calls=AUTOTUNE)
+        if settings.cache:
+            ds = ds.cache()
+        if training:
+            ds = ds.shuffle(min(settings.shuffle_buffer, len(index)), seed=stream_seed)
+        return ds
+
+    if balanced:
+        # Each class cycles on its own: the few calcium images come round again and again,
+        # the many others go by once per pass over them.
+        streams = [
+            decoded(np.flatnonzero(table.labels == k), seed + k).repeat()
+            for k in range(len(CLASSES))
+        ]
+        turns = tf.data.Dataset.range(len(CLASSES)).repeat()
+        ds = tf.data.Dataset.choose_from_datasets(streams, turns)
+    else:
+        ds = decoded(np.arange(len(table)), seed)
+        if repeat:
+            ds = ds.repeat()
     if on_the_fly:
         ds = ds.ragged_batch(settings.batch_size)
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
@@ -243,7 +274,6 @@ def build_pipeline(
             num_parallel_calls=AUTOTUNE,
         )
     ds = ds.prefetch(AUTOTUNE)
-    counts, weights = class_balance(table.labels)
     return InputPipeline(ds, table, counts, weights)
 
 

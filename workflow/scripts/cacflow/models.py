@@ -86,8 +86,11 @@ def build_model(
     n_classes: int = 2,
     weights: str | Path | None = None,
     dropout: float = 0.5,
+    batchnorm_momentum: float | None = None,
 ) -> keras.Model:
-    """The classifier `name` for images of `input_shape` (height, width, channels)."""
+    """The classifier `name` for images of `input_shape` (height, width, channels).
+    `batchnorm_momentum` replaces the momentum of the moving statistics of every
+    BatchNormalization layer (None: the network's own, Keras' 0.99)."""
     net = network(name)
     height, width, channels = input_shape
     if min(height, width) < net.min_size:
@@ -117,9 +120,23 @@ def build_model(
         n_classes, activation="softmax", dtype="float32", name="predictions"
     )(x)
     model = keras.Model(inputs, outputs, name=name)
+    if batchnorm_momentum is not None:
+        for layer in batchnorm_layers(model):
+            layer.momentum = float(batchnorm_momentum)
     if mode == "file":
         load_weights_file(model, backbone, Path(weights))
     return model
+
+
+def batchnorm_layers(model: keras.Model) -> list[keras.layers.BatchNormalization]:
+    """The BatchNormalization layers of `model`, the backbone's included (none in VGG)."""
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            found.append(layer)
+        elif isinstance(layer, keras.Model):  # a nested backbone
+            found += batchnorm_layers(layer)
+    return found
 
 
 def weights_mode(weights: str | Path | None) -> str:

@@ -36,7 +36,7 @@ import shutil
 import time
 import zipfile
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import keras
@@ -54,7 +54,7 @@ from .inputs import (
     build_pipeline,
     split_table,
 )
-from .models import build_model, count_parameters, weights_mode
+from .models import batchnorm_layers, build_model, count_parameters, weights_mode
 from .tables import read_tsv, write_tsv
 
 log = logging.getLogger("cacflow.training")
@@ -99,10 +99,21 @@ class TrainSettings:
     early_stopping_patience: int = 5  # epochs without a lower validation loss; 0 = off
     steps_per_epoch: int = 0  # 0 = one pass over the training images per epoch
     validation_images: int = 0  # per-epoch validation on a fixed random subset; 0 = all
+    optimizer: str = "sgd"  # sgd (the paper's, with `momentum`) | adam
     learning_rate: float = 0.001
+    # Steps over which the learning rate rises linearly from 0 to `learning_rate` (0 = none).
+    warmup_steps: int = 0
+    # constant, or cosine: after the warm-up, down to 0 at the last step of the last epoch.
+    learning_rate_schedule: str = "constant"
     momentum: float = 0.9
     weight_decay: float = 0.005
     dropout: float = 0.5
+    # Momentum of BatchNormalization's moving statistics (Keras' default 0.99 averages over
+    # ~100 steps: a short training never reaches them).
+    batchnorm_momentum: float = 0.99
+    # > 0: before every validation, the statistics inference uses are recomputed as the mean
+    # over this many batches of training images (`recompute_batchnorm_statistics`).
+    batchnorm_batches: int = 0
     weights: str = "none"  # none | imagenet | path to a weights file
     class_weight: str = "balanced"  # balanced | none
     mixed_precision: str = "auto"  # auto (GPU only) | on | off; never on a CPU
@@ -178,7 +189,7 @@ def train_classifier(
     device = _device_name(on_gpu)
     log.info("%s/%s on %s (mixed precision %s, XLA %s)", dataset, model_name, device, mixed, xla)
 
-    train, validation = _pipelines(paths, settings, pipeline_settings, augment, seed)
+    train, validation, statistics = _pipelines(paths, settings, pipeline_settings, augment, seed)
     log.info(
         "training images %d %s, validation images %d %s",
         len(train.table),
@@ -192,8 +203,10 @@ def train_classifier(
         (size, size, pipeline_settings.channels),
         weights=None if weights_mode(settings.weights) == "none" else settings.weights,
         dropout=settings.dropout,
+        batchnorm_momentum=settings.batchnorm_momentum,
     )
-    compile_model(model, settings, xla)
+    steps = settings.steps_per_epoch or train.steps_per_epoch(pipeline_settings.batch_size)
+    compile_model(model, settings, xla, total_steps=settings.epochs * steps)
     build_training_state(model, (size, size, pipeline_settings.channels))
     parameters = count_parameters(model)
     log.info("%s: %s", model_name, parameters)
@@ -216,6 +229,8 @@ def train_classifier(
         timer,
         _EpochLog(),
     ]
+    if statistics is not None and batchnorm_layers(model):
+        callbacks.insert(0, _BatchNormStatistics(statistics))
     if settings.early_stopping_patience > 0:
         callbacks.append(
             keras.callbacks.EarlyStopping(
@@ -226,7 +241,6 @@ def train_classifier(
         )
     else:
         callbacks.append(_BestWeights())
-    steps = settings.steps_per_epoch or None
     model.fit(
         train.dataset,
         validation_data=validation.dataset,
@@ -284,7 +298,9 @@ def _pipelines(
     pipeline_settings: PipelineSettings,
     augment: AugmentSettings | None,
     seed: int,
-) -> tuple[InputPipeline, InputPipeline]:
+) -> tuple[InputPipeline, InputPipeline, tf.data.Dataset | None]:
+    """Training and validation pipelines, and the batches of images the BatchNormalization
+    statistics are recomputed from (None unless ``batchnorm_batches``)."""
     augmented_root = paths.augmented_root if pipeline_settings.include_augmented else None
     tables = {
         split: split_table(paths.dataset_root, paths.splits, split, augmented_root)
@@ -304,9 +320,15 @@ def _pipelines(
         image_size=settings.image_size,
         repeat=bool(settings.steps_per_epoch),
     )
+    statistics = None
+    if settings.batchnorm_batches > 0:
+        statistics = statistics_batches(tables["train"], settings, pipeline_settings, seed)
     validation_table = tables["validation"]
     if 0 < settings.validation_images < len(validation_table):
-        validation_table = subset(validation_table, settings.validation_images, seed)
+        if pipeline_settings.balanced_batches:
+            validation_table = balanced_subset(validation_table, settings.validation_images, seed)
+        else:
+            validation_table = subset(validation_table, settings.validation_images, seed)
     validation = build_pipeline(
         validation_table,
         pipeline_settings,
@@ -314,20 +336,73 @@ def _pipelines(
         seed=seed,
         image_size=settings.image_size,
     )
-    return train, validation
+    return train, validation, statistics
 
 
-def compile_model(model: keras.Model, settings: TrainSettings, xla: bool = False) -> None:
-    """The paper's optimizer (SGD with momentum and weight decay) and loss."""
+def statistics_batches(
+    table: ImageTable, settings: TrainSettings, pipeline_settings: PipelineSettings, seed: int
+) -> tf.data.Dataset:
+    """The batches of images the BatchNormalization statistics are recomputed from: the
+    images inference will meet, training images in their natural class shares (a fixed
+    random subset of ``batchnorm_batches`` batches), unaugmented, in training-size batches."""
+    n = min(len(table), settings.batchnorm_batches * pipeline_settings.batch_size)
+    pipeline = build_pipeline(
+        subset(table, n, seed + 1),
+        replace(pipeline_settings, eval_batch_size=pipeline_settings.batch_size),
+        training=False,
+        seed=seed,
+        image_size=settings.image_size,
+    )
+    return pipeline.dataset.map(lambda images, labels: images)
+
+
+def compile_model(
+    model: keras.Model, settings: TrainSettings, xla: bool = False, total_steps: int = 0
+) -> None:
+    """The optimizer of `settings` (the paper's: SGD with momentum and weight decay) with its
+    learning-rate schedule over `total_steps`, and the loss."""
     model.compile(
-        optimizer=keras.optimizers.SGD(
-            learning_rate=settings.learning_rate,
-            momentum=settings.momentum,
-            weight_decay=settings.weight_decay,
-        ),
+        optimizer=make_optimizer(settings, total_steps),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
         jit_compile=xla,
+    )
+
+
+def make_optimizer(settings: TrainSettings, total_steps: int = 0) -> keras.optimizers.Optimizer:
+    learning_rate = learning_rate_schedule(settings, total_steps)
+    if settings.optimizer == "sgd":
+        return keras.optimizers.SGD(
+            learning_rate=learning_rate,
+            momentum=settings.momentum,
+            weight_decay=settings.weight_decay,
+        )
+    if settings.optimizer == "adam":
+        return keras.optimizers.Adam(
+            learning_rate=learning_rate, weight_decay=settings.weight_decay
+        )
+    raise TrainingError(f"training.optimizer: sgd or adam, got {settings.optimizer!r}")
+
+
+def learning_rate_schedule(settings: TrainSettings, total_steps: int = 0):
+    """`settings.learning_rate`, or a Keras schedule (saved with the model, no custom class):
+    a linear warm-up over ``warmup_steps``, then constant or a cosine down to 0 at
+    `total_steps`."""
+    if settings.learning_rate_schedule not in ("constant", "cosine"):
+        raise TrainingError(
+            "training.learning_rate_schedule: constant or cosine, got "
+            f"{settings.learning_rate_schedule!r}"
+        )
+    cosine = settings.learning_rate_schedule == "cosine"
+    if settings.warmup_steps <= 0 and not cosine:
+        return settings.learning_rate
+    warmup = max(0, settings.warmup_steps)
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup else settings.learning_rate,
+        decay_steps=max(1, total_steps - warmup),
+        alpha=0.0 if cosine else 1.0,  # 1: no decay after the warm-up
+        warmup_target=settings.learning_rate if warmup else None,
+        warmup_steps=warmup,
     )
 
 
@@ -348,6 +423,22 @@ def build_training_state(model: keras.Model, input_shape: tuple[int, int, int]) 
 def subset(table: ImageTable, n: int, seed: int) -> ImageTable:
     """A fixed random subset of `n` images (the same for every epoch and model)."""
     return take(table, np.sort(np.random.default_rng(seed).choice(len(table), n, replace=False)))
+
+
+def balanced_subset(table: ImageTable, n: int, seed: int) -> ImageTable:
+    """A fixed random subset of `n` images, half calcium as far as there are: the per-epoch
+    validation of a network trained on balanced batches measures the loss it was trained
+    for, and picks the best epoch on more than the one or two calcium images a random
+    subset of rare tiles holds."""
+    rng = np.random.default_rng(seed)
+    calcium = np.flatnonzero(table.labels == 1)
+    others = np.flatnonzero(table.labels != 1)
+    n_calcium = min(len(calcium), n // 2)
+    n_others = min(len(others), n - n_calcium)
+    index = np.r_[
+        rng.choice(calcium, n_calcium, replace=False), rng.choice(others, n_others, replace=False)
+    ]
+    return take(table, np.sort(index))
 
 
 def padded(table: ImageTable, multiple: int) -> ImageTable:
@@ -427,6 +518,42 @@ def inference_ms(model: keras.Model, input_shape: tuple[int, int, int]) -> dict[
         elapsed = time.perf_counter() - start
         timing[f"inference_ms_batch{batch}"] = round(1000 * elapsed / (repeats * batch), 3)
     return {key: timing[key] for key in sorted(timing)}  # batch1, batch32: the summary's order
+
+
+def recompute_batchnorm_statistics(model: keras.Model, batches) -> int:
+    """Replace the moving mean and variance of every BatchNormalization layer by the mean of
+    its batch statistics over `batches` (images), the network in training mode ("precise
+    BN", Wu & Johnson 2021). With few training steps Keras' moving averages still carry
+    their initial values and the network's earlier weights; inference then normalizes
+    with statistics the network never had. Returns the number of batches."""
+    layers = batchnorm_layers(model)
+    momenta = [layer.momentum for layer in layers]
+    n = 0
+    try:
+        for images in batches:
+            n += 1
+            # The running value becomes the mean of the n batch values: the first batch
+            # replaces the old statistics (momentum 0), batch n weighs 1/n.
+            for layer in layers:
+                layer.momentum = 1.0 - 1.0 / n
+            model(images, training=True)  # eager: the momentum is read at each call
+    finally:
+        for layer, momentum in zip(layers, momenta, strict=True):
+            layer.momentum = momentum
+    return n
+
+
+class _BatchNormStatistics(keras.callbacks.Callback):
+    """Recomputes the BatchNormalization statistics before each validation in `fit`, so
+    that validation, the best epoch chosen by it and the saved model use them."""
+
+    def __init__(self, batches: tf.data.Dataset) -> None:
+        super().__init__()
+        self.batches = batches
+
+    def on_test_begin(self, logs=None):
+        n = recompute_batchnorm_statistics(self.model, self.batches)
+        log.debug("BatchNormalization statistics recomputed over %d batches", n)
 
 
 class _BatchTimer(keras.callbacks.Callback):
