@@ -40,10 +40,10 @@ rule all:
         "results/figures/confusion.png",
         expand(
             "results/figures/training_curves/{dataset}_{model}.png",
-            dataset=DATASETS,
+            dataset=TRAINED_DATASETS,
             model=MODELS,
         ),
-        expand("results/figures/gradcam/{dataset}.png", dataset=DATASETS),
+        expand("results/figures/gradcam/{dataset}.png", dataset=TRAINED_DATASETS),
         "results/agatston/patients.tsv",
         # Agreement with the truth: the synthetic cohort's (own data has none yet).
         [] if own_data() else "results/agatston/agreement.tsv",

@@ -262,3 +262,22 @@ def test_console_errors_are_seen(tmp_path):
 @needs_chromium
 def test_report_renders_in_headless_chromium(report, tmp_path):
     assert_renders(report, tmp_path)
+
+
+def test_demo_report_names_the_pairs_it_trained_and_what_the_cpu_preset_adds(tmp_path, config):
+    config["training"] |= {"datasets": ["cropped"], "models": ["resnet50", "vgg16"]}
+    out = tmp_path / "index.html"
+    write_report(out, tables={}, figures=[], config=config, synthetic=True, demo=True, versions={})
+    text = out.read_text()
+    assert "This run trained 2 (dataset, network) pairs: cropped/resnet50, cropped/vgg16." in text
+    added = text.split("adding ", 1)[1].split(".</div>", 1)[0].split(", ")
+    assert len(added) == 10
+    assert "original/resnet50" in added and "cropped/vgg19" in added
+    assert "cropped/resnet50" not in added
+
+    config["training"] |= {
+        "datasets": ["original", "segmented", "cropped"],
+        "models": ["resnet50", "inception_resnet_v2", "vgg16", "vgg19"],
+    }
+    write_report(out, tables={}, figures=[], config=config, synthetic=True, demo=True, versions={})
+    assert "config/cpu.yaml" not in out.read_text()

@@ -36,6 +36,8 @@ wildcard_constraints:
 PATIENT_ID = re.compile(r"[A-Za-z0-9_.-]+")
 DATASETS = ("original", "segmented", "cropped")
 MODELS = tuple(config["training"]["models"])
+# The datasets the networks train on (every dataset is made either way).
+TRAINED_DATASETS = tuple(d for d in DATASETS if d in config["training"]["datasets"])
 
 
 # Settings of the synthetic cohort that change no single patient: changing them must not
@@ -189,7 +191,9 @@ def synth_settings():
 def training_outputs(name):
     """One output of every training job (dataset x model)."""
     return expand(
-        f"results/models/{{dataset}}/{{model}}/{name}", dataset=DATASETS, model=MODELS
+        f"results/models/{{dataset}}/{{model}}/{name}",
+        dataset=TRAINED_DATASETS,
+        model=MODELS,
     )
 
 
@@ -197,7 +201,9 @@ def hybrid_tables():
     """Hybrid Agatston scores of every trained network (rule hybrid_scores), merged after
     the classical ones into results/agatston/patients.tsv."""
     return expand(
-        "results/agatston/hybrid/{dataset}/{model}.tsv", dataset=DATASETS, model=MODELS
+        "results/agatston/hybrid/{dataset}/{model}.tsv",
+        dataset=TRAINED_DATASETS,
+        model=MODELS,
     )
 
 

@@ -59,7 +59,7 @@ def report_figures():
             "Confusion matrices on the test images (threshold 0.5).",
         ],
     ]
-    for dataset in DATASETS:
+    for dataset in TRAINED_DATASETS:
         for model in MODELS:
             evaluation.append(
                 [
@@ -68,7 +68,7 @@ def report_figures():
                     "Loss and accuracy per epoch, training and validation.",
                 ]
             )
-    for dataset in DATASETS:
+    for dataset in TRAINED_DATASETS:
         evaluation.append(
             [
                 f"Grad-CAM: {dataset}",

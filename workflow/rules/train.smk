@@ -53,7 +53,7 @@ rule training_summary:
     input:
         tables=expand(
             "results/models/{dataset}/{model}/summary.tsv",
-            dataset=DATASETS,
+            dataset=TRAINED_DATASETS,
             model=MODELS,
         ),
         lib=lib("__init__", "tables", "runlog"),
