@@ -526,21 +526,41 @@ def recompute_batchnorm_statistics(model: keras.Model, batches) -> int:
     BN", Wu & Johnson 2021). With few training steps Keras' moving averages still carry
     their initial values and the network's earlier weights; inference then normalizes
     with statistics the network never had. Returns the number of batches."""
-    layers = batchnorm_layers(model)
-    momenta = [layer.momentum for layer in layers]
-    n = 0
-    try:
-        for images in batches:
-            n += 1
-            # The running value becomes the mean of the n batch values: the first batch
-            # replaces the old statistics (momentum 0), batch n weighs 1/n.
-            for layer in layers:
-                layer.momentum = 1.0 - 1.0 / n
-            model(images, training=True)  # eager: the momentum is read at each call
-    finally:
-        for layer, momentum in zip(layers, momenta, strict=True):
-            layer.momentum = momentum
-    return n
+    return BatchNormStatistics(model)(batches)
+
+
+class BatchNormStatistics:
+    """`recompute_batchnorm_statistics` with its forward pass compiled once and kept, for a
+    recomputation before every validation (eagerly, one pass of 16 batches took 30 s for
+    ResNet50 and 80 s for InceptionResNetV2 at 75 px on one core; compiled, 6 s)."""
+
+    def __init__(self, model: keras.Model) -> None:
+        self.model = model
+        self.layers = batchnorm_layers(model)
+        # The layers read their momentum at each call: a variable lets one compiled graph
+        # take a new value per batch.
+        self.momentum = tf.Variable(0.0, trainable=False, dtype=tf.float32)
+        self._forward = tf.function(self._update, reduce_retracing=True)
+
+    def _update(self, images):
+        self.model(images, training=True)
+
+    def __call__(self, batches) -> int:
+        momenta = [layer.momentum for layer in self.layers]
+        n = 0
+        try:
+            for layer in self.layers:
+                layer.momentum = self.momentum
+            for images in batches:
+                n += 1
+                # The running value becomes the mean of the n batch values: the first batch
+                # replaces the old statistics (momentum 0), batch n weighs 1/n.
+                self.momentum.assign(1.0 - 1.0 / n)
+                self._forward(images)
+        finally:
+            for layer, momentum in zip(self.layers, momenta, strict=True):
+                layer.momentum = momentum
+        return n
 
 
 class _BatchNormStatistics(keras.callbacks.Callback):
@@ -550,9 +570,12 @@ class _BatchNormStatistics(keras.callbacks.Callback):
     def __init__(self, batches: tf.data.Dataset) -> None:
         super().__init__()
         self.batches = batches
+        self.recompute = None
 
     def on_test_begin(self, logs=None):
-        n = recompute_batchnorm_statistics(self.model, self.batches)
+        if self.recompute is None:
+            self.recompute = BatchNormStatistics(self.model)
+        n = self.recompute(self.batches)
         log.debug("BatchNormalization statistics recomputed over %d batches", n)
 
 
