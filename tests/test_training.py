@@ -372,3 +372,20 @@ def test_short_training_detects_calcium_in_patients_it_never_saw(learning_datase
     for layer, (mean, variance) in zip(layers, saved, strict=True):
         np.testing.assert_allclose(layer.moving_mean.numpy(), mean, rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(layer.moving_variance.numpy(), variance, rtol=1e-4, atol=1e-5)
+
+
+def test_cpu_preset_plans_every_pair_and_the_demo_the_cropped_tiles(
+    tmp_path, run_snakemake, repo_root
+):
+    """config/cpu.yaml overlays config.yaml with settings the schema accepts and trains the
+    twelve (dataset, network) pairs; the demo trains the four networks on the cropped tiles."""
+
+    def trainings(*args) -> set[str]:
+        proc = run_snakemake(tmp_path, "--dry-run", "--quiet", "rules", *args)
+        lines = (proc.stdout + proc.stderr).splitlines()
+        return {line.split()[1] for line in lines if line.startswith("train_model ")}
+
+    cpu = repo_root / "config" / "cpu.yaml"
+    demo = repo_root / "config.yaml"
+    assert trainings("--configfile", str(demo), str(cpu)) == {"12"}
+    assert trainings("--configfile", str(demo)) == {"4"}
