@@ -17,6 +17,7 @@ include: "workflow/rules/splits.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/agatston.smk"
+include: "workflow/rules/external.smk"
 # Last: its inputs are whatever the rules above make.
 include: "workflow/rules/report.smk"
 
@@ -49,4 +50,5 @@ rule all:
         [] if own_data() else "results/agatston/agreement.tsv",
         [] if own_data() else "results/figures/agatston_scatter.png",
         [] if own_data() else "results/figures/agatston_bland_altman.png",
+        external_outputs(),
         "results/report/index.html",

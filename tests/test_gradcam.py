@@ -117,3 +117,30 @@ def test_gradcam_figure(tmp_path, spot_model):
         assert png.width >= 300 and png.height >= 150
     assert out.stat().st_size > 10_000
     assert [p.name for p in out.parent.iterdir()] == ["gradcam.png"]
+
+
+def test_heat_near_lesions_is_the_share_of_heat_within_the_radius():
+    from cacflow.gradcam import heat_near_lesions
+
+    lesion = np.zeros((40, 40), bool)
+    lesion[20, 20] = True
+    block = np.zeros((40, 40), bool)
+    block[20:23, 20:23] = True
+    on_lesion = np.zeros((10, 10), np.float32)
+    on_lesion[5, 5] = 1.0  # resized x4: heat on rows and columns 18-25, within 4 mm of it
+    far = np.zeros((10, 10), np.float32)
+    far[0, 0] = 1.0  # about 20 mm away
+    flat = np.ones((10, 10), np.float32)
+    shares = heat_near_lesions(
+        np.stack([on_lesion, far, flat, np.zeros((10, 10), np.float32)]),
+        [block, lesion, lesion, lesion],
+        [1.0, 1.0, 1.0, 1.0],
+        radius_mm=5.0,
+    )
+    assert shares[0] == pytest.approx(1.0)
+    assert shares[1] == pytest.approx(0.0)
+    # Uniform heat: the disc of radius 5 px (81 pixels) of the 1,600.
+    assert shares[2] == pytest.approx(81 / 1600, abs=1e-6)
+    assert np.isnan(shares[3])
+    # The same lesion with 0.1 mm pixels: the whole 4 mm image is within 5 mm of it.
+    assert heat_near_lesions(far[None], [lesion], [0.1], radius_mm=5.0)[0] == pytest.approx(1.0)

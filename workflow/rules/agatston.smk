@@ -98,5 +98,6 @@ rule hybrid_scores:
         "../../envs/dicom.yaml"
     params:
         threshold=config["agatston"]["hybrid_threshold"],
+        split="test",
     script:
         "../scripts/hybrid_scores.py"

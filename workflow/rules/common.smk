@@ -188,6 +188,42 @@ def synth_settings():
     return {k: v for k, v in config["synthetic"].items() if k not in COHORT_ONLY_KEYS}
 
 
+# External validation (rules in external.smk) ------------------------------------------
+EXTERNAL_ACQUISITION_KEYS = ("seed", "size", "pixel_spacing_mm", "slice_thickness_mm")
+
+
+def external_patient_ids():
+    """The external cohort's patients (none when external.patients is 0)."""
+    return synthetic_patient_ids(config["external"]["patients"])
+
+
+def external_synth_settings():
+    """The training cohort's synthetic settings with the external cohort's seed and
+    acquisition. Its seed must differ from the training cohort's: the same seed would give
+    the same patients."""
+    external = config["external"]
+    if not own_data() and external["seed"] == config["synthetic"]["seed"]:
+        raise WorkflowError(
+            f"external.seed {external['seed']} is the training cohort's seed "
+            "(synthetic.seed): the external cohort would hold the training patients; choose "
+            "another seed"
+        )
+    return {**synth_settings(), **{k: external[k] for k in EXTERNAL_ACQUISITION_KEYS}}
+
+
+def external_outputs():
+    """What rule all asks of the external validation (nothing without an external cohort)."""
+    if not external_patient_ids():
+        return []
+    return [
+        "results/external/qc/series.tsv",
+        "results/external/metrics.tsv",
+        "results/external/table3.tsv",
+        "results/external/agatston/agreement.tsv",
+        "results/external/gradcam_pointing.tsv",
+    ]
+
+
 def training_outputs(name):
     """One output of every training job (dataset x model)."""
     return expand(

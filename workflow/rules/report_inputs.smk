@@ -25,6 +25,11 @@ def report_tables():
         "table3": "results/tables/table3.tsv",
     }
     tables.update({key: path for key, path in optional.items() if produced(path)})
+    if external_patient_ids():
+        tables["external_metrics"] = rules.external_evaluate.output.metrics
+        tables["external_table3"] = rules.external_evaluate.output.table3
+        tables["external_agreement"] = rules.external_agatston_agreement.output[0]
+        tables["external_pointing"] = rules.external_pointing.output[0]
     return tables
 
 

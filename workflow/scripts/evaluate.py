@@ -9,12 +9,10 @@ from cacflow.runlog import start_rule_log
 from cacflow.tables import read_tsv, write_tsv
 
 start_rule_log(snakemake.log[0], snakemake.rule)
-settings = snakemake.params.evaluation
 rows = metrics_table(
     [Path(p) for p in snakemake.input.predictions],
-    n_boot=settings["bootstrap_samples"],
-    seed=snakemake.params.seed,
-    threshold=settings["threshold"],
+    snakemake.params.evaluation,
+    snakemake.params.seed,
 )
 write_metrics(Path(snakemake.output.metrics), rows)
 summaries = [row for p in snakemake.input.summaries for row in read_tsv(Path(p))]

@@ -51,13 +51,18 @@ TABLE1_COLUMNS = (
 
 
 def metrics_table(
-    prediction_files: Iterable[Path], n_boot: int, seed: int, threshold: float
+    prediction_files: Iterable[Path],
+    evaluation: Mapping,
+    seed: int,
+    splits: Iterable[str] = PREDICTED_SPLITS,
 ) -> list[dict]:
-    """Rows of ``results/metrics.tsv`` (`METRIC_COLUMNS`), in the order of the files."""
+    """Rows of ``results/metrics.tsv`` (`METRIC_COLUMNS`), in the order of the files, for
+    each of `splits` that they hold; `evaluation`: the config's ``evaluation:`` section."""
+    n_boot, threshold = evaluation["bootstrap_samples"], evaluation["threshold"]
     rows = []
     for path in prediction_files:
         predictions = read_tsv(Path(path))
-        for split in PREDICTED_SPLITS:
+        for split in splits:
             chosen = [r for r in predictions if r["split"] == split]
             if not chosen:
                 continue

@@ -23,10 +23,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 from numpy.typing import ArrayLike
+from PIL import Image
+from scipy import ndimage
 
 from .metrics import KINDS, outcome_kinds
 
 POOL_LAYER = "pool"
+# Heat within this distance of a true lesion counts as pointing at it.
+POINTING_RADIUS_MM = 5.0
 _SKIPPED_LAYERS = (
     keras.layers.InputLayer,
     keras.layers.MaxPooling2D,
@@ -136,6 +140,19 @@ def select_examples(
     return chosen
 
 
+def model_images(paths: list[Path], image_size: int, channels: int) -> np.ndarray:
+    """PNG images as the model sees them: area-resized to `image_size`, in [0, 1], repeated
+    to `channels`; (n, image_size, image_size, channels) float32."""
+    images = []
+    for path in paths:
+        grey = tf.io.decode_png(tf.io.read_file(str(path)), 1)
+        grey = tf.image.resize(grey, (image_size, image_size), method="area", antialias=True)
+        images.append(np.repeat(grey.numpy() / 255.0, channels, axis=-1))
+    if not images:
+        return np.zeros((0, image_size, image_size, channels), np.float32)
+    return np.stack(images).astype(np.float32)
+
+
 def test_examples(
     model: keras.Model,
     predictions: list[dict],
@@ -153,13 +170,75 @@ def test_examples(
     probabilities = np.array([float(r["probability"]) for r in test])
     chosen = np.concatenate(list(select_examples(labels, probabilities, per_kind, seed).values()))
     chosen = chosen.astype(int)
-    images = []
-    for i in chosen:
-        grey = tf.io.decode_png(tf.io.read_file(str(Path(dataset_root) / test[i]["path"])), 1)
-        grey = tf.image.resize(grey, (image_size, image_size), method="area", antialias=True)
-        images.append(np.repeat(grey.numpy() / 255.0, channels, axis=-1))
-    if not images:
+    images = model_images(
+        [Path(dataset_root) / test[i]["path"] for i in chosen], image_size, channels
+    )
+    if not len(images):
         empty = np.zeros((0, image_size, image_size), np.float32)
         return empty, empty, labels[:0], probabilities[:0]
-    images = np.stack(images).astype(np.float32)
     return images, grad_cam(model, images), labels[chosen], probabilities[chosen]
+
+
+def heat_near_lesions(
+    cams: np.ndarray, lesion_masks: list[np.ndarray], pixel_mm: ArrayLike, radius_mm: float
+) -> np.ndarray:
+    """Per heat map, the share of its heat within `radius_mm` of a lesion pixel (a pointing
+    game: does the map show the reader the calcium?). `cams` (n, h, w) at the model's input;
+    `lesion_masks` boolean, each at its stored image's size, whose pixels are `pixel_mm`
+    wide. Each map is resized to its mask bilinearly; NaN for a map without heat."""
+    shares = np.full(len(cams), np.nan)
+    for i, (cam, mask) in enumerate(zip(cams, lesion_masks, strict=True)):
+        mask = np.asarray(mask, bool)
+        heat = ndimage.zoom(
+            cam, (mask.shape[0] / cam.shape[0], mask.shape[1] / cam.shape[1]), order=1
+        )
+        heat = np.clip(heat[: mask.shape[0], : mask.shape[1]], 0.0, None)
+        if heat.sum() <= 0 or not mask.any():
+            continue
+        distance = ndimage.distance_transform_edt(~mask, sampling=float(pixel_mm[i]))
+        shares[i] = heat[distance <= radius_mm].sum() / heat.sum()
+    return shares
+
+
+def pointing_game(
+    model: keras.Model,
+    predictions: list[dict],
+    manifest: list[dict],
+    dataset_root: Path,
+    image_size: int,
+    channels: int,
+    threshold: float = 0.5,
+    radius_mm: float = POINTING_RADIUS_MM,
+) -> np.ndarray:
+    """`heat_near_lesions` of the true-positive calcium images of `predictions` (rows of
+    predictions.tsv, one split) that have a lesion mask in the dataset's `manifest`."""
+    masks = {r["path"]: r for r in manifest if r.get("lesion_mask")}
+    hits = [
+        r
+        for r in predictions
+        if r["label"] == "calcium" and float(r["probability"]) >= threshold and r["path"] in masks
+    ]
+    if not hits:
+        return np.zeros(0)
+    root = Path(dataset_root)
+    images = model_images([root / r["path"] for r in hits], image_size, channels)
+    lesions = [np.asarray(Image.open(root / masks[r["path"]]["lesion_mask"])) > 127 for r in hits]
+    pixel_mm = [float(masks[r["path"]]["pixel_mm"]) for r in hits]
+    return heat_near_lesions(grad_cam(model, images), lesions, pixel_mm, radius_mm)
+
+
+POINTING_COLUMNS = ("dataset", "model", "n_images", "mean_share", "median_share", "radius_mm")
+
+
+def pointing_row(dataset: str, model: str, shares: np.ndarray, radius_mm: float) -> dict:
+    """One row of the pointing-game table (`POINTING_COLUMNS`); NaN without any image."""
+    shares = np.asarray(shares, float)
+    shares = shares[~np.isnan(shares)]
+    return {
+        "dataset": dataset,
+        "model": model,
+        "n_images": int(shares.size),
+        "mean_share": round(float(shares.mean()), 4) if shares.size else float("nan"),
+        "median_share": round(float(np.median(shares)), 4) if shares.size else float("nan"),
+        "radius_mm": radius_mm,
+    }

@@ -89,13 +89,13 @@ def paper_test_accuracy(dataset: str, model: str) -> float:
     return TABLE3_PCT[(dataset, model)][1] / 100
 
 
-def table3_comparison(our_metric_rows: Iterable[Mapping]) -> list[dict]:
+def table3_comparison(our_metric_rows: Iterable[Mapping], split: str = "test") -> list[dict]:
     """One row per cell of Table 3 (paper order): the paper's test accuracy beside ours
-    (test split, image level) with its bootstrap interval, all as fractions; ours are NaN
+    (`split`, image level) with its bootstrap interval, all as fractions; ours are NaN
     where that dataset x model was not run. `our_metric_rows` are rows of
     results/metrics.tsv (cacflow.metrics.metrics_rows, or read back as strings); columns
     TABLE3_COMPARISON_COLUMNS."""
-    ours = {(r["dataset"], r["model"]): r for r in select_rows(our_metric_rows, "test", "image")}
+    ours = {(r["dataset"], r["model"]): r for r in select_rows(our_metric_rows, split, "image")}
     rows = []
     for dataset, model in TABLE3_PCT:
         row = ours.get((dataset, model))

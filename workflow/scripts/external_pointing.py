@@ -1,0 +1,31 @@
+"""Rule external_pointing: the share of each network's Grad-CAM heat within 5 mm of a true
+lesion, over its true-positive calcium images of the external cohort
+(cacflow.gradcam.pointing_game)."""
+
+from pathlib import Path
+
+import keras
+
+from cacflow.gradcam import POINTING_COLUMNS, POINTING_RADIUS_MM, pointing_game, pointing_row
+from cacflow.runlog import start_rule_log
+from cacflow.tables import read_tsv, write_tsv
+from cacflow.training import read_preprocessing
+
+start_rule_log(snakemake.log[0], snakemake.rule)
+rows = []
+for model_path, predictions_path in zip(
+    snakemake.input.models, snakemake.input.predictions, strict=True
+):
+    prep = read_preprocessing(Path(model_path))
+    root = Path(snakemake.input.manifests[0]).parents[1] / prep["dataset"]
+    shares = pointing_game(
+        keras.saving.load_model(model_path),
+        read_tsv(Path(predictions_path)),
+        read_tsv(root / "manifest.tsv"),
+        root,
+        prep["image_size"],
+        prep["channels"],
+        threshold=snakemake.params.threshold,
+    )
+    rows.append(pointing_row(prep["dataset"], prep["model"], shares, POINTING_RADIUS_MM))
+write_tsv(Path(snakemake.output[0]), rows, POINTING_COLUMNS)
