@@ -176,7 +176,7 @@ rule external_predict:
     benchmark:
         "results/benchmarks/external/predict/{dataset}/{model}.tsv"
     conda:
-        "../../envs/train.yaml"
+        "../../envs/predict.yaml"
     threads: 2
     resources:
         mem_mb=8000,

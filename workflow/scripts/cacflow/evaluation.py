@@ -35,6 +35,8 @@ PREDICTION_COLUMNS = (
     "probability",
 )
 PREDICTED_SPLITS = ("validation", "test")
+# The split of the images of an external cohort (cacflow.external).
+EXTERNAL_SPLIT = "external"
 TABLE1_COLUMNS = (
     "model",
     "parameters",

@@ -16,11 +16,11 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from .datasets import DatasetSettings
+from .evaluation import EXTERNAL_SPLIT
 from .inputs import CLASSES
 from .predict import classify, load_classifier, model_preprocessing
 from .tables import read_tsv
 
-EXTERNAL_SPLIT = "external"
 log = logging.getLogger("cacflow.external")
 
 
