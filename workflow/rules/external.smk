@@ -4,9 +4,7 @@
 # every trained network then classifies its images as `cacflow predict` does.
 
 
-rule synth_external_patient:
-    input:
-        lib("__init__", "phantom", "agatston", "dicom_io", "synth", "tables", "runlog"),
+use rule synth_patient as synth_external_patient with:
     output:
         dicom=directory("results/external/synthetic/dicom/{patient}"),
         truth="results/external/synthetic/truth/{patient}.npz",
@@ -18,17 +16,9 @@ rule synth_external_patient:
         "results/benchmarks/external/synth/{patient}.tsv"
     group:
         "external_patient"
-    conda:
-        "../../envs/dicom.yaml"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
     params:
         synth=external_synth_settings(),
         out_dir=lambda wildcards, output: Path(output.truth).parents[1],
-    script:
-        "../scripts/synth_patient.py"
 
 
 rule external_truth_tables:
@@ -54,22 +44,12 @@ rule external_truth_tables:
         "../scripts/synth_tables.py"
 
 
-rule process_external_patient:
+use rule process_patient as process_external_patient with:
     input:
         study="results/external/synthetic/dicom/{patient}",
         labels="results/external/synthetic/labels/{patient}.tsv",
         truth="results/external/synthetic/truth/{patient}.npz",
-        lib=lib(
-            "__init__",
-            "agatston",
-            "datasets",
-            "ingest",
-            "pipeline",
-            "runlog",
-            "scoring",
-            "segmentation",
-            "tables",
-        ),
+        lib=rules.process_patient.input.lib,
     output:
         series_qc="results/external/qc/series/{patient}.tsv",
         segmentation="results/external/segmentation/{patient}.npz",
@@ -89,12 +69,6 @@ rule process_external_patient:
         "results/benchmarks/external/patient/{patient}.tsv"
     group:
         "external_patient"
-    conda:
-        "../../envs/dicom.yaml"
-    threads: 1
-    resources:
-        mem_mb=3000,
-        runtime=15,
     params:
         ingest=config["ingest"],
         segmentation=config["segmentation"],
@@ -103,8 +77,6 @@ rule process_external_patient:
         study=lambda wildcards, input: input.study,
         label_key=lambda wildcards: wildcards.patient,
         label_rows=[],
-    script:
-        "../scripts/process_patient.py"
 
 
 rule external_manifest:
