@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
             out_dir=args.out,
             predictions=args.out / "predictions.tsv",
         ),
-        TrainSettings.from_config(config["training"]),
+        TrainSettings.from_config(config["training"], args.model),
         PipelineSettings.from_config(config["input_pipeline"]),
         AugmentSettings.from_config(config["augmentation"]),
         config["datasets"],

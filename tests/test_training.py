@@ -24,6 +24,7 @@ from cacflow.models import REGISTRY, ModelError, batchnorm_layers, build_model, 
 from cacflow.tables import write_tsv
 from cacflow.training import (
     SUMMARY_COLUMNS,
+    TrainingError,
     TrainPaths,
     TrainSettings,
     build_training_state,
@@ -389,3 +390,22 @@ def test_cpu_preset_plans_every_pair_and_the_demo_the_cropped_tiles(
     demo = repo_root / "config.yaml"
     assert trainings("--configfile", str(demo), str(cpu)) == {"12"}
     assert trainings("--configfile", str(demo)) == {"2"}
+
+
+def test_per_model_keys_change_that_network_only():
+    section = {"learning_rate": 0.001, "per_model": {"vgg16": {"learning_rate": 0.0001}}}
+    assert TrainSettings.from_config(section, "vgg16").learning_rate == 0.0001
+    assert TrainSettings.from_config(section, "resnet50").learning_rate == 0.001
+    with pytest.raises(TrainingError, match=r"per_model\.vgg16.*'models'"):
+        TrainSettings.from_config({"per_model": {"vgg16": {"models": ["vgg19"]}}}, "vgg16")
+
+
+def test_unknown_per_model_key_is_refused_before_any_job(tmp_path, run_snakemake, repo_root):
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text("training:\n  per_model:\n    vgg16: {learning_rat: 0.0001}\n")
+    proc = run_snakemake(
+        tmp_path, "--dry-run", "--configfile", str(repo_root / "config.yaml"), str(overlay),
+        check=False,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "training.per_model.vgg16: ['learning_rat']" in proc.stdout + proc.stderr

@@ -38,6 +38,24 @@ DATASETS = ("original", "segmented", "cropped")
 MODELS = tuple(config["training"]["models"])
 # The datasets the networks train on (every dataset is made either way).
 TRAINED_DATASETS = tuple(d for d in DATASETS if d in config["training"]["datasets"])
+# Keys of the training section that say what to train, not how: no training job depends on them.
+TRAINING_LIST_KEYS = ("models", "datasets", "per_model")
+for _model, _keys in config["training"]["per_model"].items():
+    _unknown = sorted(set(_keys) - (set(config["training"]) - set(TRAINING_LIST_KEYS)))
+    if _unknown:
+        raise WorkflowError(
+            f"training.per_model.{_model}: {_unknown} are not settings of one training; "
+            f"known: {sorted(set(config['training']) - set(TRAINING_LIST_KEYS))}"
+        )
+
+
+def model_training_config(wildcards):
+    """The training section as the job of `wildcards.model` needs it: without the lists of
+    what to train, with only this network's per_model entry (cacflow.training applies it),
+    so that adding a network or changing another's keys reruns no other training."""
+    section = {k: v for k, v in config["training"].items() if k not in TRAINING_LIST_KEYS}
+    own = config["training"]["per_model"].get(wildcards.model)
+    return {**section, "per_model": {wildcards.model: own}} if own else section
 
 
 # Settings of the synthetic cohort that change no single patient: changing them must not

@@ -40,7 +40,7 @@ rule train_model:
         mem_mb=16000,
         runtime=240,
     params:
-        training=config["training"],
+        training=model_training_config,
         input_pipeline=config["input_pipeline"],
         augmentation=config["augmentation"],
         datasets=config["datasets"],

@@ -19,7 +19,7 @@ row = train_classifier(
         out_dir=out_dir,
         predictions=Path(snakemake.output.predictions),
     ),
-    TrainSettings.from_config(snakemake.params.training),
+    TrainSettings.from_config(snakemake.params.training, snakemake.wildcards.model),
     PipelineSettings.from_config(snakemake.params.input_pipeline),
     AugmentSettings.from_config(snakemake.params.augmentation),
     snakemake.params.datasets,

@@ -121,8 +121,14 @@ class TrainSettings:
     deterministic: bool = True
 
     @classmethod
-    def from_config(cls, config: Mapping) -> TrainSettings:
-        return settings_from_config(cls, config)
+    def from_config(cls, config: Mapping, model: str | None = None) -> TrainSettings:
+        """The ``training:`` section, with `model`'s keys of ``per_model`` in place of the
+        section's."""
+        overrides = dict(config.get("per_model", {}).get(model, {})) if model else {}
+        unknown = sorted(set(overrides) - (set(cls.__dataclass_fields__) - {"models"}))
+        if unknown:
+            raise TrainingError(f"training.per_model.{model}: not a per-network setting: {unknown}")
+        return settings_from_config(cls, {**config, **overrides})
 
 
 @dataclass(frozen=True)
