@@ -49,6 +49,8 @@ rule evaluation_figures:
     localrule: True
     conda:
         "../../envs/report.yaml"
+    params:
+        split="test",
     script:
         "../scripts/evaluation_figures.py"
 

@@ -194,6 +194,24 @@ rule external_evaluate:
         "../scripts/external_evaluate.py"
 
 
+use rule evaluation_figures as external_figures with:
+    input:
+        predictions=expand(
+            "results/external/predictions/{dataset}/{model}.tsv",
+            dataset=TRAINED_DATASETS,
+            model=MODELS,
+        ),
+        metrics="results/external/metrics.tsv",
+        lib=lib("__init__", "eval_figures", "plotting", "metrics", "tables", "runlog"),
+    output:
+        roc="results/figures/external/roc.png",
+        confusion="results/figures/external/confusion.png",
+    log:
+        "results/logs/external/figures.log",
+    params:
+        split="external",
+
+
 rule external_hybrid_scores:
     input:
         lesions=expand(

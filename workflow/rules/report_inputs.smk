@@ -61,7 +61,7 @@ def report_figures():
         [
             "Confusion matrices",
             "results/figures/confusion.png",
-            "Confusion matrices on the test images (threshold 0.5).",
+            f"Confusion matrices on the test images (threshold {config['evaluation']['threshold']}).",
         ],
     ]
     for dataset in TRAINED_DATASETS:
@@ -95,6 +95,25 @@ def report_figures():
                 str(rules.agatston_figures.output.bland_altman),
                 "Method - truth against their mean, with the mean difference and the 95 % "
                 "limits of agreement.",
+            ],
+        ]
+    if external_patient_ids():
+        cohort = (
+            f"the {len(external_patient_ids())} patients of the external cohort (seed "
+            f"{config['external']['seed']}, never trained or tuned on)"
+        )
+        evaluation += [
+            [
+                "ROC curves, external cohort",
+                str(rules.external_figures.output.roc),
+                f"ROC curves of every network on the images of {cohort}, one panel per "
+                "dataset.",
+            ],
+            [
+                "Confusion matrices, external cohort",
+                str(rules.external_figures.output.confusion),
+                f"Confusion matrices on the images of {cohort} (threshold "
+                f"{config['evaluation']['threshold']}).",
             ],
         ]
     return figures + [entry for entry in evaluation if produced(entry[1])]
