@@ -281,3 +281,15 @@ def test_demo_report_names_the_pairs_it_trained_and_what_the_cpu_preset_adds(tmp
     }
     write_report(out, tables={}, figures=[], config=config, synthetic=True, demo=True, versions={})
     assert "config/cpu.yaml" not in out.read_text()
+
+
+def test_report_names_the_configuration_files_of_the_run(tmp_path, config):
+    out = tmp_path / "index.html"
+    files = ["config.yaml", "config/cpu.yaml"]
+    write_report(
+        out, tables={}, figures=[], config=config, synthetic=True, demo=True, versions={},
+        configfiles=files,
+    )  # fmt: skip
+    text = out.read_text()
+    named = "Configuration of this run: <code>config.yaml</code> + <code>config/cpu.yaml</code>."
+    assert text.count(named) == 2  # the banner and the settings

@@ -49,6 +49,17 @@ for _model, _keys in config["training"]["per_model"].items():
         )
 
 
+def config_files():
+    """The run's configuration files in the order they overlay: a repository file by its
+    path in the repository, another by its name only (a path can name a person)."""
+    root = Path(workflow.basedir).resolve()
+    names = []
+    for name in workflow.configfiles:
+        path = Path(name).resolve()
+        names.append(str(path.relative_to(root)) if path.is_relative_to(root) else path.name)
+    return list(dict.fromkeys(names))
+
+
 def model_training_config(wildcards):
     """The training section as the job of `wildcards.model` needs it: without the lists of
     what to train, with only this network's per_model entry (cacflow.training applies it),

@@ -53,6 +53,7 @@ rule report:
     params:
         figures=report_figures(),
         synthetic=not own_data(),
+        configfiles=config_files(),
         # The settings shown. The pseudonym key is a secret: whether it is set, not its value.
         settings={
             **config,

@@ -15,4 +15,5 @@ write_report(
     config=settings,
     synthetic=snakemake.params.synthetic,
     demo=demo_preset(settings["training"]),
+    configfiles=snakemake.params.configfiles,
 )

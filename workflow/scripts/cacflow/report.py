@@ -138,6 +138,7 @@ def write_report(
     synthetic: bool,
     demo: bool,
     versions: Mapping[str, str] | None = None,
+    configfiles: Sequence[str] = (),
 ) -> None:
     """Write the report to `out_html` (atomically: a temporary name, then rename).
 
@@ -145,12 +146,13 @@ def write_report(
     `figures`: (title, PNG path or None, caption), shown in this order; a missing PNG is
     listed as not run. `config`: the run's settings. `synthetic`: the data were the
     synthetic cohort. `demo`: training used the smoke-size preset (see demo_preset).
-    `versions`: name -> version (default: software_versions()).
+    `versions`: name -> version (default: software_versions()). `configfiles`: the
+    configuration files of the run, each overlaying the ones before.
     """
     rows = {key: _read_optional(tables.get(key)) for key in TABLE_KEYS}
     sections = [
         ("cohort", "Cohort and quality control", _cohort_section(rows)),
-        ("settings", "Method settings", _settings_section(config)),
+        ("settings", "Method settings", _settings_section(config, configfiles)),
         ("software", "Software", _versions_section(versions or software_versions())),
         ("results", "Results", _results_section(rows)),
         ("figures", "Figures", _figures_section(figures)),
@@ -162,7 +164,7 @@ def write_report(
             "detection on three image datasets) with the heart segmentation of Rim et al., "
             f"<em>Sensors</em> 2021, 21:2675. cacflow {html.escape(__version__)}.</p>"
         ),
-        _banner(synthetic, demo, config),
+        _banner(synthetic, demo, config, configfiles),
         "<nav><ul>",
         *(
             f'<li><a href="#{anchor}">{html.escape(title)}</a></li>'
@@ -187,7 +189,7 @@ def write_report(
 
 
 # Sections -------------------------------------------------------------------------------
-def _banner(synthetic: bool, demo: bool, config: Mapping) -> str:
+def _banner(synthetic: bool, demo: bool, config: Mapping, configfiles: Sequence[str]) -> str:
     notes = []
     if synthetic:
         notes.append(
@@ -212,6 +214,7 @@ def _banner(synthetic: bool, demo: bool, config: Mapping) -> str:
             f"({PAPER_IMAGE_SIZE} px inputs, every training image in every epoch, SGD): "
             "the networks learn, but less than they can. The paper's settings: "
             "<code>snakemake --configfile config/paper.yaml</code> (a GPU run)."
+            + _files_note(configfiles)
             + _pairs_note(training)
         )
     return "".join(f'<div class="banner">{note}</div>' for note in notes)
@@ -357,7 +360,14 @@ def _splits_summary(rows: list[dict] | None) -> str:
     return _table(["split", "patients", "with calcium", "without calcium"], table_rows)
 
 
-def _settings_section(config: Mapping) -> str:
+def _files_note(configfiles: Sequence[str]) -> str:
+    if not configfiles:
+        return ""
+    files = " + ".join(f"<code>{html.escape(name)}</code>" for name in configfiles)
+    return f" Configuration of this run: {files}."
+
+
+def _settings_section(config: Mapping, configfiles: Sequence[str] = ()) -> str:
     general = [
         [key, _setting(key, value)] for key, value in config.items() if not _is_section(value)
     ]
@@ -374,7 +384,8 @@ def _settings_section(config: Mapping) -> str:
             )
     return (
         '<p class="note">The configuration of this run (config.yaml with any --configfile on '
-        "top, defaults filled in from the schema).</p>"
+        "top, defaults filled in from the schema)."
+        f"{_files_note(configfiles)}</p>"
         f'<div class="settings">{"".join(blocks)}</div>'
     )
 
