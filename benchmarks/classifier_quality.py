@@ -40,8 +40,8 @@ def snakemake(workdir: Path, configfiles: list[Path], targets: list[str], extra:
     cmd = [
         str(SNAKEMAKE), "--snakefile", str(REPO_ROOT / "Snakefile"),
         "--configfile", *map(str, configfiles), "--directory", str(workdir),
-        "--cores", str(cores), "--resources", "gpu=2",
-        "--set-threads", f"train_model={max(cores // 2, 1)}", *targets, *extra,
+        "--cores", str(cores), *targets,  # before the options that take lists
+        "--resources", "gpu=2", "--set-threads", f"train_model={max(cores // 2, 1)}", *extra,
     ]  # fmt: skip
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
