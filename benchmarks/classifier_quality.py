@@ -31,6 +31,7 @@ TARGETS = (
     "results/external/metrics.tsv",
     "results/external/table3.tsv",
     "results/external/agatston/agreement.tsv",
+    "results/external/gradcam_pointing.tsv",
 )
 
 
@@ -109,6 +110,20 @@ def quality_table(results: Path) -> str:
             f"{max(jobs) / 60:.1f} min (wall seconds of results/models/summary.tsv)."
         ),
     ]
+    pointing = read_tsv(results / "external" / "gradcam_pointing.tsv")
+    lines += [
+        "",
+        (
+            "| dataset | network | true-positive calcium images | Grad-CAM heat within "
+            f"{pointing[0]['radius_mm']} mm of a lesion, mean | median |"
+        ),
+        "|---|---|---:|---:|---:|",
+        *(
+            f"| {r['dataset']} | {r['model']} | {r['n_images']} | {r['mean_share']} | "
+            f"{r['median_share']} |"
+            for r in pointing
+        ),
+    ]
     agreement = read_tsv(results / "external" / "agatston" / "agreement.tsv")
     lines += ["", "| method | ICC | linear kappa | category accuracy |", "|---|---|---|---|"]
     for r in agreement:
@@ -143,8 +158,8 @@ def main(argv: list[str] | None = None) -> None:
             f"the preset's whole run (training cohort to report) {own / 60:.1f} min, then "
             f"the external cohort's steps {external / 60:.1f} min. Values [95 % patient-bootstrap interval]; "
             "validation AUC: the training cohort's validation split; in brackets after our "
-            "accuracy: the paper's test accuracy (Table 3). Second table: Agatston agreement "
-            "with the external cohort's truth"
+            "accuracy: the paper's test accuracy (Table 3). Then the Grad-CAM pointing game "
+            "and the Agatston agreement with the external cohort's truth"
         )
         append_section("classifier_quality", details, table, cores_used="all")
 
