@@ -40,12 +40,13 @@ MODELS = tuple(config["training"]["models"])
 TRAINED_DATASETS = tuple(d for d in DATASETS if d in config["training"]["datasets"])
 # Keys of the training section that say what to train, not how: no training job depends on them.
 TRAINING_LIST_KEYS = ("models", "datasets", "per_model")
+_ONE_TRAINING_KEYS = set(config["training"]) - set(TRAINING_LIST_KEYS)
 for _model, _keys in config["training"]["per_model"].items():
-    _unknown = sorted(set(_keys) - (set(config["training"]) - set(TRAINING_LIST_KEYS)))
+    _unknown = sorted(set(_keys) - _ONE_TRAINING_KEYS)
     if _unknown:
         raise WorkflowError(
             f"training.per_model.{_model}: {_unknown} are not settings of one training; "
-            f"known: {sorted(set(config['training']) - set(TRAINING_LIST_KEYS))}"
+            f"known: {sorted(_ONE_TRAINING_KEYS)}"
         )
 
 
