@@ -57,7 +57,9 @@ def config_files():
     names = []
     for name in workflow.configfiles:
         path = Path(name).resolve()
-        names.append(str(path.relative_to(root)) if path.is_relative_to(root) else path.name)
+        names.append(
+            str(path.relative_to(root)) if path.is_relative_to(root) else path.name
+        )
     return list(dict.fromkeys(names))
 
 
