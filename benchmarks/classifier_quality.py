@@ -147,16 +147,23 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(own)
     with tempfile.TemporaryDirectory(prefix="cacflow-quality-") as tmp:
         workdir = args.workdir or Path(tmp)
+        # A workdir with trained models is a finished run topped up: its times say nothing.
+        reused = (workdir / "results" / "models" / "summary.tsv").exists()
         own, external = run(workdir, args.preset, args.patients, args.seed, extra)
         table = quality_table(workdir / "results")
     print(table)
     if args.record:
+        times = (
+            "times not measured (a finished run's workdir, only what was missing rerun)"
+            if reused
+            else f"the preset's whole run (training cohort to report) {own / 60:.1f} min, "
+            f"then the external cohort's steps {external / 60:.1f} min"
+        )
         details = (
             f"preset: {args.preset or 'config.yaml (the default run)'}; external cohort: "
             f"{args.patients} synthetic patients of seed {args.seed} (external: defaults: "
             "0.35-0.45 mm pixels at 512 px, 2.5 mm slices), never trained or tuned on; "
-            f"the preset's whole run (training cohort to report) {own / 60:.1f} min, then "
-            f"the external cohort's steps {external / 60:.1f} min. Values [95 % patient-bootstrap interval]; "
+            f"{times}. Values [95 % patient-bootstrap interval]; "
             "validation AUC: the training cohort's validation split; in brackets after our "
             "accuracy: the paper's test accuracy (Table 3). Then the Grad-CAM pointing game "
             "and the Agatston agreement with the external cohort's truth"
