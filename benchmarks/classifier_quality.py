@@ -3,7 +3,7 @@
 another seed and acquisition, then the table of results/external/metrics.tsv beside the
 paper's Table 3, with the hybrid and classical Agatston scores on that cohort.
 
-    .venv/bin/python benchmarks/classifier_quality.py [--preset config/cpu.yaml]
+    .venv/bin/python benchmarks/classifier_quality.py [--preset config/cpu.yaml [config/cropped.yaml]]
         [--patients 24] [--seed 7001] [--workdir DIR] [--record] [-- SNAKEMAKE_ARGS ...]
 
 Two Snakemake calls, each timed: the preset's own run (`rule all`, report included), then
@@ -52,14 +52,14 @@ def snakemake(workdir: Path, configfiles: list[Path], targets: list[str], extra:
 
 
 def run(
-    workdir: Path, preset: Path | None, patients: int, seed: int, extra: list[str]
+    workdir: Path, presets: list[Path], patients: int, seed: int, extra: list[str]
 ) -> tuple[float, float]:
     """Seconds of the preset's whole run (its report included), then of the external
     cohort's steps added to it."""
     workdir.mkdir(parents=True, exist_ok=True)
     overlay = workdir / "external.yaml"
     overlay.write_text(f"external:\n  patients: {patients}\n  seed: {seed}\n")
-    configfiles = [REPO_ROOT / "config.yaml", *([preset] if preset else [])]
+    configfiles = [REPO_ROOT / "config.yaml", *presets]
     own = snakemake(workdir, configfiles, [], extra)
     return own, snakemake(workdir, [*configfiles, overlay], list(TARGETS), extra)
 
@@ -139,7 +139,13 @@ def main(argv: list[str] | None = None) -> None:
     extra = argv[argv.index("--") + 1 :] if "--" in argv else []
     own = argv[: argv.index("--")] if "--" in argv else argv
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", type=Path, help="a config overlay, e.g. config/cpu.yaml")
+    parser.add_argument(
+        "--preset",
+        type=Path,
+        nargs="+",
+        default=[],
+        help="config overlays in order, e.g. config/cpu.yaml config/cropped.yaml",
+    )
     parser.add_argument("--patients", type=int, default=24, help="external patients (24)")
     parser.add_argument("--seed", type=int, default=7001, help="external cohort seed (7001)")
     parser.add_argument("--workdir", type=Path, help="keep the run here (default: a temp dir)")
@@ -160,7 +166,8 @@ def main(argv: list[str] | None = None) -> None:
             f"then the external cohort's steps {external / 60:.1f} min"
         )
         details = (
-            f"preset: {args.preset or 'config.yaml (the default run)'}; external cohort: "
+            f"preset: {' + '.join(map(str, args.preset)) or 'config.yaml (the default run)'}; "
+            "external cohort: "
             f"{args.patients} synthetic patients of seed {args.seed} (external: defaults: "
             "0.35-0.45 mm pixels at 512 px, 2.5 mm slices), never trained or tuned on; "
             f"{times}. Values [95 % patient-bootstrap interval]; "
