@@ -52,3 +52,7 @@ rule all:
         [] if own_data() else "results/figures/agatston_bland_altman.png",
         external_outputs(),
         "results/report/index.html",
+
+
+# After every rule is defined: each rule script's library stamp is its own.
+check_library_inputs(workflow.rules)

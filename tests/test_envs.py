@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from smk_rules import rules
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RULES_DIR = REPO_ROOT / "workflow" / "rules"
@@ -32,24 +33,10 @@ RUNTIME_PLUGINS = {
 # installs tensorflow-cpu; the training env installs tensorflow with its CUDA libraries
 # (tensorflow[and-cuda]), which also runs on CPUs, at the same version.
 SAME_PACKAGE = {"tensorflow-cpu": "tensorflow"}
-RULE = re.compile(r"^(?:rule|checkpoint) (\w+):\n((?:[ \t]+.*\n|\n)*)", re.MULTILINE)
 
 
 def normalize(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def rules() -> dict[str, dict]:
-    """Rule name -> {'conda': path or None, 'script': path or None, 'file': smk}."""
-    found = {}
-    for smk in sorted([REPO_ROOT / "Snakefile", *RULES_DIR.glob("*.smk")]):
-        for name, body in RULE.findall(smk.read_text()):
-            entry = {"file": smk.name}
-            for key in ("conda", "script"):
-                match = re.search(rf"^\s+{key}:\s*\n\s+\"([^\"]+)\"", body, re.MULTILINE)
-                entry[key] = (smk.parent / match.group(1)).resolve() if match else None
-            found[name] = entry
-    return found
 
 
 def pinned_requirements() -> dict[str, str]:

@@ -108,7 +108,7 @@ TRAINING = {
 def test_dry_run_plans_one_job_per_patient(tmp_path, run_snakemake):
     proc = run_snakemake(tmp_path, "--dry-run")
     planned = planned_jobs(proc)
-    # One stamp per set of library modules that some rule imports (workflow/rules/library.smk).
+    # One stamp per rule script that imports the library (workflow/rules/library.smk).
     assert planned.pop("library_stamp") > 0
     assert planned == {
         **dict.fromkeys(PER_PATIENT, 6),

@@ -5,9 +5,7 @@ rule agatston_patients:
         ),
         methods=hybrid_tables(),
         truth=[] if own_data() else "results/synthetic/truth/patients.tsv",
-        lib=lib(
-            "__init__", "scoring", "agatston", "datasets", "ingest", "tables", "runlog"
-        ),
+        lib=lib("agatston_patients"),
     output:
         "results/agatston/patients.tsv",
     log:
@@ -26,7 +24,7 @@ rule agatston_patients:
 rule agatston_agreement:
     input:
         scores="results/agatston/patients.tsv",
-        lib=lib("__init__", "agreement", "agatston", "tables", "runlog"),
+        lib=lib("agatston_agreement"),
     output:
         report(
             "results/agatston/agreement.tsv",
@@ -49,15 +47,7 @@ rule agatston_agreement:
 rule agatston_figures:
     input:
         scores="results/agatston/patients.tsv",
-        lib=lib(
-            "__init__",
-            "agatston_figures",
-            "plotting",
-            "agreement",
-            "agatston",
-            "tables",
-            "runlog",
-        ),
+        lib=lib("agatston_figures"),
     output:
         scatter=report(
             "results/figures/agatston_scatter.png",
@@ -86,9 +76,7 @@ rule hybrid_scores:
     input:
         lesions=expand("results/agatston/lesions/{patient}.tsv", patient=patient_ids()),
         predictions="results/models/{dataset}/{model}/predictions.tsv",
-        lib=lib(
-            "__init__", "scoring", "agatston", "datasets", "ingest", "tables", "runlog"
-        ),
+        lib=lib("hybrid_scores"),
     output:
         "results/agatston/hybrid/{dataset}/{model}.tsv",
     log:

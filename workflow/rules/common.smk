@@ -1,3 +1,4 @@
+import ast
 import csv
 import functools
 import hashlib
@@ -30,7 +31,7 @@ for _section in list(config):
 wildcard_constraints:
     patient=r"(?!manifest\.tsv$)[A-Za-z0-9_.-]+",
     dataset="original|segmented|cropped",
-    modules="[A-Za-z0-9_+]+",
+    script="[A-Za-z0-9_]+",
 
 
 PATIENT_ID = re.compile(r"[A-Za-z0-9_.-]+")
@@ -79,22 +80,87 @@ def model_training_config(wildcards):
 COHORT_ONLY_KEYS = ("patients",)
 
 
-def lib(*names):
-    """The library modules a rule's script imports, as one input: Snakemake does not follow
-    imports, so an edit of the library must rerun the rules that use it. The input is a stamp
-    file per set of modules, made by the library_stamp rule from the modules themselves;
-    a per-patient job then has one library input instead of a dozen, which keeps planning a
-    2,300-patient cohort fast."""
-    return f"results/library/{'+'.join(sorted(set(names)))}.sha256"
+SCRIPTS = Path(workflow.basedir, "workflow", "scripts")
+LIBRARY = "cacflow"
+
+
+def _module_file(name):
+    """The file of library module `name` (dotted), or None when it is not one (an attribute
+    imported from a package, a third-party module)."""
+    if name != LIBRARY and not name.startswith(f"{LIBRARY}."):
+        return None
+    base = SCRIPTS.joinpath(*name.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def _imported_names(path):
+    """Dotted names a file imports, at any depth of its code (function-level imports too),
+    relative imports resolved; for `from X import y` both X and X.y (y may be a module).
+    """
+    package = path.relative_to(SCRIPTS).with_suffix("").parts[:-1]
+    names = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = package[: len(package) - node.level + 1]
+                base = ".".join([*parts, *([node.module] if node.module else [])])
+            else:
+                base = node.module
+            names += [base, *(f"{base}.{alias.name}" for alias in node.names)]
+    return names
+
+
+@functools.cache
+def library_closure(script):
+    """The library files a rule script runs, directly or through other modules, each
+    package's __init__ included (Python runs it on the way to any module inside)."""
+    seen, todo = set(), [SCRIPTS / f"{script}.py"]
+    while todo:
+        for name in _imported_names(todo.pop()):
+            parts = name.split(".")
+            for depth in range(1, len(parts) + 1):
+                path = _module_file(".".join(parts[:depth]))
+                if path and path not in seen:
+                    seen.add(path)
+                    todo.append(path)
+    return sorted(seen)
+
+
+def lib(script):
+    """The library a rule's script imports, as one input: Snakemake does not follow imports,
+    so an edit of the library must rerun the rules whose scripts use it. The input is one
+    stamp per script, made by the library_stamp rule from library_closure(script); a
+    per-patient job then has one library input instead of a dozen, which keeps planning a
+    2,300-patient cohort fast. check_library_inputs() holds each rule to its own script.
+    """
+    return f"results/library/{script}.sha256"
 
 
 def library_files(wildcards):
-    """Paths of the library modules named in a stamp's wildcard, relative to the working
-    directory, which need not be the repository (snakemake --directory)."""
-    package = Path(workflow.basedir, "workflow", "scripts", "cacflow")
-    return [
-        os.path.relpath(package / f"{name}.py") for name in wildcards.modules.split("+")
-    ]
+    """Paths of a script's library modules, relative to the working directory, which need
+    not be the repository (snakemake --directory)."""
+    return [os.path.relpath(path) for path in library_closure(wildcards.script)]
+
+
+def check_library_inputs(rules):
+    """Every rule whose script imports the library takes that script's stamp as input `lib`,
+    and no other: a stamp copied from a neighbouring rule would miss modules."""
+    for each in rules:
+        if not each.script:
+            continue
+        script = Path(each.script).stem
+        wanted = lib(script) if library_closure(script) else None
+        given = each.input.get("lib")
+        if given != wanted:
+            raise WorkflowError(
+                f"{each.name}: input lib is {given!r}; its script {each.script} "
+                f"needs {wanted!r}"
+            )
 
 
 def synthetic_patient_ids(n):

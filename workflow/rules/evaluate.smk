@@ -2,7 +2,7 @@ rule evaluate:
     input:
         predictions=training_outputs("predictions.tsv"),
         summaries=training_outputs("summary.tsv"),
-        lib=lib("__init__", "evaluation", "metrics", "paper", "tables", "runlog"),
+        lib=lib("evaluate"),
     output:
         metrics="results/metrics.tsv",
         table1=report(
@@ -34,7 +34,7 @@ rule evaluation_figures:
     input:
         predictions=training_outputs("predictions.tsv"),
         metrics="results/metrics.tsv",
-        lib=lib("__init__", "eval_figures", "plotting", "metrics", "tables", "runlog"),
+        lib=lib("evaluation_figures"),
     output:
         roc=report(
             "results/figures/roc.png", caption="../report/roc.rst", category="Models"
@@ -58,7 +58,7 @@ rule evaluation_figures:
 rule training_curves:
     input:
         history="results/models/{dataset}/{model}/history.csv",
-        lib=lib("__init__", "eval_figures", "plotting", "metrics", "runlog"),
+        lib=lib("training_curves"),
     output:
         report(
             "results/figures/training_curves/{dataset}_{model}.png",
@@ -82,22 +82,7 @@ rule gradcam_figure:
         predictions=expand(
             "results/models/{{dataset}}/{model}/predictions.tsv", model=MODELS
         ),
-        lib=lib(
-            "__init__",
-            "gradcam",
-            "eval_figures",
-            "plotting",
-            "metrics",
-            "training",
-            "evaluation",
-            "models",
-            "inputs",
-            "augment",
-            "splits",
-            "paper",
-            "tables",
-            "runlog",
-        ),
+        lib=lib("gradcam_figure"),
     output:
         report(
             "results/figures/gradcam/{dataset}.png",

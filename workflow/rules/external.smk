@@ -31,7 +31,7 @@ rule external_truth_tables:
             "results/external/synthetic/truth/{patient}.summary.tsv",
             patient=external_patient_ids(),
         ),
-        lib=lib("__init__", "synth", "tables", "runlog"),
+        lib=lib("synth_tables"),
     output:
         labels="results/external/synthetic/labels.tsv",
         patients="results/external/synthetic/truth/patients.tsv",
@@ -86,7 +86,7 @@ rule external_manifest:
             dataset=wildcards.dataset,
             patient=external_patient_ids(),
         ),
-        lib=lib("__init__", "datasets", "tables", "runlog"),
+        lib=lib("dataset_manifest"),
     output:
         "results/external/datasets/{dataset}/manifest.tsv",
     log:
@@ -103,7 +103,7 @@ rule external_series_qc:
         tables=expand(
             "results/external/qc/series/{patient}.tsv", patient=external_patient_ids()
         ),
-        lib=lib("__init__", "tables", "runlog"),
+        lib=lib("merge_tables"),
     output:
         "results/external/qc/series.tsv",
     log:
@@ -119,28 +119,7 @@ rule external_predict:
     input:
         model="results/models/{dataset}/{model}/model.keras",
         manifest="results/external/datasets/{dataset}/manifest.tsv",
-        lib=lib(
-            "__init__",
-            "agatston",
-            "augment",
-            "datasets",
-            "evaluation",
-            "external",
-            "ingest",
-            "inputs",
-            "metrics",
-            "models",
-            "paper",
-            "pipeline",
-            "plotting",
-            "predict",
-            "scoring",
-            "segmentation",
-            "splits",
-            "tables",
-            "training",
-            "runlog",
-        ),
+        lib=lib("external_predict"),
     output:
         "results/external/predictions/{dataset}/{model}.tsv",
     log:
@@ -167,15 +146,7 @@ rule external_evaluate:
             dataset=TRAINED_DATASETS,
             model=MODELS,
         ),
-        lib=lib(
-            "__init__",
-            "evaluation",
-            "external",
-            "metrics",
-            "paper",
-            "tables",
-            "runlog",
-        ),
+        lib=lib("external_evaluate"),
     output:
         metrics="results/external/metrics.tsv",
         table3="results/external/table3.tsv",
@@ -202,7 +173,7 @@ use rule evaluation_figures as external_figures with:
             model=MODELS,
         ),
         metrics="results/external/metrics.tsv",
-        lib=lib("__init__", "eval_figures", "plotting", "metrics", "tables", "runlog"),
+        lib=rules.evaluation_figures.input.lib,
     output:
         roc="results/figures/external/roc.png",
         confusion="results/figures/external/confusion.png",
@@ -219,9 +190,7 @@ rule external_hybrid_scores:
             patient=external_patient_ids(),
         ),
         predictions="results/external/predictions/{dataset}/{model}.tsv",
-        lib=lib(
-            "__init__", "scoring", "agatston", "datasets", "ingest", "tables", "runlog"
-        ),
+        lib=lib("hybrid_scores"),
     output:
         "results/external/agatston/hybrid/{dataset}/{model}.tsv",
     log:
@@ -248,9 +217,7 @@ rule external_agatston_patients:
             model=MODELS,
         ),
         truth="results/external/synthetic/truth/patients.tsv",
-        lib=lib(
-            "__init__", "scoring", "agatston", "datasets", "ingest", "tables", "runlog"
-        ),
+        lib=lib("agatston_patients"),
     output:
         "results/external/agatston/patients.tsv",
     log:
@@ -265,7 +232,7 @@ rule external_agatston_patients:
 rule external_agatston_agreement:
     input:
         scores="results/external/agatston/patients.tsv",
-        lib=lib("__init__", "agreement", "agatston", "tables", "runlog"),
+        lib=lib("agatston_agreement"),
     output:
         "results/external/agatston/agreement.tsv",
     log:
@@ -293,22 +260,7 @@ rule external_pointing:
             "results/external/datasets/{dataset}/manifest.tsv",
             dataset=TRAINED_DATASETS,
         ),
-        lib=lib(
-            "__init__",
-            "agatston",
-            "augment",
-            "datasets",
-            "evaluation",
-            "gradcam",
-            "inputs",
-            "metrics",
-            "models",
-            "paper",
-            "splits",
-            "tables",
-            "training",
-            "runlog",
-        ),
+        lib=lib("external_pointing"),
     output:
         "results/external/gradcam_pointing.tsv",
     log:

@@ -2,9 +2,9 @@ rule library_stamp:
     input:
         library_files,
     output:
-        "results/library/{modules}.sha256",
+        "results/library/{script}.sha256",
     log:
-        "results/logs/library/{modules}.log",
+        "results/logs/library/{script}.log",
     localrule: True
     conda:
         "../../envs/dicom.yaml"

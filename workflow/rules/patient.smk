@@ -9,17 +9,7 @@ rule process_patient:
         # the job as params, so editing one patient's rows reruns that patient only.
         labels=labels_input,
         truth=truth_input,
-        lib=lib(
-            "__init__",
-            "agatston",
-            "datasets",
-            "ingest",
-            "pipeline",
-            "runlog",
-            "scoring",
-            "segmentation",
-            "tables",
-        ),
+        lib=lib("process_patient"),
     output:
         series_qc="results/qc/series/{patient}.tsv",
         segmentation="results/segmentation/{patient}.npz",
@@ -59,7 +49,7 @@ rule process_patient:
 rule qc_series:
     input:
         tables=expand("results/qc/series/{patient}.tsv", patient=patient_ids()),
-        lib=lib("__init__", "tables", "runlog"),
+        lib=lib("merge_tables"),
     output:
         "results/qc/series.tsv",
     log:
@@ -74,7 +64,7 @@ rule qc_series:
 rule qc_segmentation:
     input:
         tables=expand("results/qc/segmentation/{patient}.tsv", patient=patient_ids()),
-        lib=lib("__init__", "tables", "runlog"),
+        lib=lib("merge_tables"),
     output:
         "results/qc/segmentation.tsv",
     log:
@@ -93,7 +83,7 @@ rule dataset_manifest:
             dataset=wildcards.dataset,
             patient=patient_ids(),
         ),
-        lib=lib("__init__", "datasets", "tables", "runlog"),
+        lib=lib("dataset_manifest"),
     output:
         "results/datasets/{dataset}/manifest.tsv",
     log:
@@ -108,7 +98,7 @@ rule dataset_manifest:
 rule qc_datasets:
     input:
         tables=expand("results/qc/datasets/{patient}.tsv", patient=patient_ids()),
-        lib=lib("__init__", "tables", "runlog"),
+        lib=lib("merge_tables"),
     output:
         "results/qc/datasets.tsv",
     log:

@@ -10,7 +10,7 @@ include: "report_inputs.smk"
 rule example_figure:
     input:
         manifests=expand("results/datasets/{dataset}/manifest.tsv", dataset=DATASETS),
-        lib=lib("__init__", "example_figures", "plotting", "tables", "runlog"),
+        lib=lib("example_figure"),
     output:
         report(
             "results/figures/examples.png",
@@ -38,7 +38,7 @@ rule report:
     input:
         **report_tables(),
         figures=[path for _, path, _ in report_figures()],
-        lib=lib("__init__", "report", "agatston", "tables", "runlog"),
+        lib=lib("write_report"),
     output:
         "results/report/index.html",
     log:

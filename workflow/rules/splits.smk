@@ -3,7 +3,7 @@ rule make_splits:
         manifest="results/datasets/original/manifest.tsv",
         # Synthetic truth: calcium and risk category per patient. Own data: from the labels.
         truth=[] if own_data() else "results/synthetic/truth/patients.tsv",
-        lib=lib("__init__", "splits", "tables", "runlog"),
+        lib=lib("make_splits"),
     output:
         "results/splits/patients.tsv",
     log:
@@ -26,9 +26,7 @@ rule augment_dataset:
     input:
         manifest="results/datasets/{dataset}/manifest.tsv",
         splits="results/splits/patients.tsv",
-        lib=lib(
-            "__init__", "augment", "datasets", "agatston", "splits", "tables", "runlog"
-        ),
+        lib=lib("augment_dataset"),
     output:
         manifest="results/augmented/{dataset}/manifest.tsv",
         images=directory("results/augmented/{dataset}/images"),
@@ -54,7 +52,7 @@ rule augmentation_figure:
     input:
         manifests=expand("results/datasets/{dataset}/manifest.tsv", dataset=DATASETS),
         augmented=expand("results/augmented/{dataset}/manifest.tsv", dataset=DATASETS),
-        lib=lib("__init__", "augment_figure", "plotting", "tables", "runlog"),
+        lib=lib("augmentation_figure"),
     output:
         report(
             "results/figures/augmentation.png",

@@ -1,6 +1,6 @@
 rule synth_patient:
     input:
-        lib("__init__", "phantom", "agatston", "dicom_io", "synth", "tables", "runlog"),
+        lib=lib("synth_patient"),
     output:
         dicom=directory("results/synthetic/dicom/{patient}"),
         truth="results/synthetic/truth/{patient}.npz",
@@ -32,7 +32,7 @@ rule synth_tables:
         summaries=expand(
             "results/synthetic/truth/{patient}.summary.tsv", patient=patient_ids()
         ),
-        lib=lib("__init__", "synth", "tables", "runlog"),
+        lib=lib("synth_tables"),
     output:
         labels="results/synthetic/labels.tsv",
         patients="results/synthetic/truth/patients.tsv",

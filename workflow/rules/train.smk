@@ -7,16 +7,7 @@ rule train_model:
         manifest="results/datasets/{dataset}/manifest.tsv",
         augmented="results/augmented/{dataset}/manifest.tsv",
         splits="results/splits/patients.tsv",
-        lib=lib(
-            "__init__",
-            "training",
-            "models",
-            "inputs",
-            "augment",
-            "splits",
-            "tables",
-            "runlog",
-        ),
+        lib=lib("train_model"),
     output:
         model="results/models/{dataset}/{model}/model.keras",
         history="results/models/{dataset}/{model}/history.csv",
@@ -56,7 +47,7 @@ rule training_summary:
             dataset=TRAINED_DATASETS,
             model=MODELS,
         ),
-        lib=lib("__init__", "tables", "runlog"),
+        lib=lib("merge_tables"),
     output:
         "results/models/summary.tsv",
     log:
