@@ -1,5 +1,6 @@
 # make run   set up .venv from the pinned requirements and run the whole workflow
-# make test  set up .venv and run the tests (two pytest workers; PYTEST_ARGS= runs them in one)
+# make test  set up .venv, check style (ruff, ruff format; pytest runs snakefmt and
+#            snakemake --lint) and run the tests (two pytest workers; PYTEST_ARGS= runs them in one)
 
 PYTHON ?= python3.11
 CORES ?= all
@@ -31,10 +32,13 @@ run: venv
 	$(BIN)/snakemake --cores $(CORES) $(CPU_TRAINING)
 
 test: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS) tests
 
 lint: venv
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/snakefmt --check Snakefile workflow/rules
 	$(BIN)/snakemake --lint
 

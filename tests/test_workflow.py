@@ -10,6 +10,7 @@ import pydicom
 import pytest
 import yaml
 from PIL import Image
+from smk_rules import rules
 from snakemake.utils import validate
 
 from cacflow.training import read_preprocessing
@@ -53,6 +54,16 @@ def test_snakefmt_check_passes(repo_root, venv_bin):
         text=True,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_every_rule_that_runs_as_a_job_records_a_benchmark():
+    # benchmark: gives each job's time and memory, as log: gives its messages; local rules
+    # (merging tables, small figures) run inside the main process.
+    jobs = {
+        name: entry for name, entry in rules().items() if entry["script"] and not entry["local"]
+    }
+    assert {"process_patient", "train_model", "evaluate", "gradcam_figure"} <= set(jobs)
+    assert [name for name, entry in jobs.items() if not entry["benchmark"]] == []
 
 
 def test_config_yaml_holds_the_schema_defaults(repo_root):

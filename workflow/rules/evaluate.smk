@@ -17,6 +17,8 @@ rule evaluate:
         ),
     log:
         "results/logs/evaluate.log",
+    benchmark:
+        "results/benchmarks/evaluate.tsv"
     conda:
         "../../envs/report.yaml"
     threads: 1
@@ -92,6 +94,8 @@ rule gradcam_figure:
         ),
     log:
         "results/logs/gradcam/{dataset}.log",
+    benchmark:
+        "results/benchmarks/gradcam/{dataset}.tsv"
     conda:
         "../../envs/train.yaml"
     # Mostly one-threaded (loading four models): two datasets' figures run side by side.

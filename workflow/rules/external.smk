@@ -152,6 +152,8 @@ rule external_evaluate:
         table3="results/external/table3.tsv",
     log:
         "results/logs/external/evaluate.log",
+    benchmark:
+        "results/benchmarks/external/evaluate.tsv"
     conda:
         "../../envs/report.yaml"
     threads: 1
