@@ -122,12 +122,12 @@ def score_cohort(args, prefix: str, score, describe) -> tuple[list[dict], float]
     import tempfile
     import time
 
-    from cacflow.synth import patient_ids
+    from cacflow.patients import synthetic_patient_ids
 
     start = time.perf_counter()
     rows = []
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
-        for pid in patient_ids(args.patients):
+        for pid in synthetic_patient_ids(args.patients):
             rows.append(score(Path(tmp), pid))
             print(f"{pid}: {describe(rows[-1])}", flush=True)
     return rows, time.perf_counter() - start

@@ -31,10 +31,10 @@ import pydicom
 from _common import append_section
 
 from cacflow.ingest import read_study, volume_of
+from cacflow.patients import read_label_table, synthetic_patient_ids
 from cacflow.pipeline import StudySettings, make_datasets, process_study
 from cacflow.segmentation import segment_heart
-from cacflow.synth import SynthSettings, patient_ids, synth_cohort
-from cacflow.tables import read_label_table
+from cacflow.synth import SynthSettings, synth_cohort
 
 TARGET_SLICES_PER_S = 20.0
 
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.patients < 1:
         parser.error("--patients must be at least 1")
-    ids = patient_ids(args.patients)
+    ids = synthetic_patient_ids(args.patients)
     with tempfile.TemporaryDirectory(prefix="cacflow-bench-") as tmp:
         cohort = Path(tmp) / "cohort"
         with open(os.devnull, "w") as quiet:

@@ -52,7 +52,8 @@ from cacflow import phantom
 from cacflow import segmentation as current_segmentation
 from cacflow.agatston import MIN_AREA_MM2, THRESHOLD_HU
 from cacflow.ingest import read_study, volume_of
-from cacflow.synth import SynthSettings, patient_ids, simulate_patient, synth_patient
+from cacflow.patients import synthetic_patient_ids
+from cacflow.synth import SynthSettings, simulate_patient, synth_patient
 
 SEGMENTATION_PATH = "workflow/scripts/cacflow/segmentation.py"
 
@@ -326,7 +327,7 @@ def main(argv: list[str] | None = None) -> None:
         slice_thickness_mm=tuple(args.thickness),
         noise_model=args.noise_model,
     )
-    ids = patient_ids(args.first + args.patients - 1)[args.first - 1 :]
+    ids = synthetic_patient_ids(args.first + args.patients - 1)[args.first - 1 :]
     defaults = current_segmentation.SegmentationSettings()
     overrides = {}
     for item in args.set:

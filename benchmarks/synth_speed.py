@@ -29,7 +29,8 @@ from pathlib import Path
 import pydicom
 from _common import append_section
 
-from cacflow.synth import SynthSettings, patient_ids, simulate_patient, synth_cohort
+from cacflow.patients import synthetic_patient_ids
+from cacflow.synth import SynthSettings, simulate_patient, synth_cohort
 
 TARGET_SLICES_PER_S = 20.0
 RADON_SLICES = [0, 1, 2]
@@ -80,7 +81,7 @@ def markdown_table(results: list[tuple[str, int, float]]) -> str:
 def record(table: str, n_patients: int) -> None:
     details = (
         f"{n_patients} patients, 512 px, Gaussian noise; radon: "
-        f"{len(RADON_SLICES)} slices of {patient_ids(1)[0]}"
+        f"{len(RADON_SLICES)} slices of {synthetic_patient_ids(1)[0]}"
     )
     append_section("synth_speed", details, table)
 
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--patients must be at least 1")
 
     settings = SynthSettings(size=512)
-    ids = patient_ids(args.patients)
+    ids = synthetic_patient_ids(args.patients)
     simulate_patient(ids[0], settings, slices=[0])  # warm-up: imports and first-call costs
 
     results = []

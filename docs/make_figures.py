@@ -26,11 +26,11 @@ from matplotlib.patches import Patch
 from PIL import Image
 
 from cacflow.datasets import DatasetSettings, SliceLabel, build_patient_datasets
+from cacflow.patients import synthetic_patient_ids
 from cacflow.segmentation import segment_heart, segmentation_scores
 from cacflow.synth import (
     SimulatedPatient,
     SynthSettings,
-    patient_ids,
     simulate_patient,
     truth_summary,
 )
@@ -41,7 +41,7 @@ SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 
 # The figures show the synthetic cohort as the workflow makes it by default.
 FIGURE_SETTINGS = SynthSettings(seed=2021, size=512)
-CANDIDATE_PATIENTS = patient_ids(10)
+CANDIDATE_PATIENTS = synthetic_patient_ids(10)
 WINDOW_CENTER_HU, WINDOW_WIDTH_HU = 40.0, 400.0  # mediastinal window
 MONTAGE_ROWS, MONTAGE_COLS = 3, 4
 DPI = 80

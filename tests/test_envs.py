@@ -158,3 +158,9 @@ def test_import_closure_follows_the_library():
     # process_patient reaches scipy only through cacflow.segmentation: the walk must see it.
     modules = third_party_imports(SCRIPTS_DIR / "process_patient.py")
     assert {"numpy", "scipy"} <= modules
+
+
+def test_the_module_the_snakefile_imports_needs_no_third_party_package():
+    # common.smk imports cacflow.patients while planning, before any rule env exists.
+    assert third_party_imports(SCRIPTS_DIR / "cacflow" / "patients.py") == set()
+    assert {"numpy"} <= third_party_imports(SCRIPTS_DIR / "cacflow" / "synth.py")

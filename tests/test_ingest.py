@@ -33,13 +33,12 @@ from cacflow.ingest import (
     NotDicomError,
     TruncatedDicomError,
     check_labels,
-    pseudonym,
     qc_rows,
     read_study,
 )
+from cacflow.patients import pseudonym, read_label_table
 from cacflow.pipeline import StudySettings, process_study
 from cacflow.synth import SynthSettings, synth_cohort
-from cacflow.tables import read_label_table
 
 PID = "SYN0001"
 

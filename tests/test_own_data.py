@@ -15,7 +15,7 @@ import pydicom
 import pytest
 import yaml
 
-from cacflow.ingest import pseudonym
+from cacflow.patients import pseudonym
 from cacflow.synth import SynthSettings, synth_cohort
 
 GOOD = ["SYN0001", "SYN0002"]

@@ -32,8 +32,9 @@ from PIL import Image
 from test_training import DATASETS_CONFIG, TINY
 
 from cacflow.datasets import DatasetSettings
-from cacflow.ingest import IngestSettings, pseudonym, read_study, volume_of
+from cacflow.ingest import IngestSettings, read_study, volume_of
 from cacflow.inputs import PipelineSettings
+from cacflow.patients import pseudonym
 from cacflow.pipeline import StudySettings, process_study, segment_volume
 from cacflow.predict import UnusableModelError, predict_study
 from cacflow.scoring import score_volume

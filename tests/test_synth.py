@@ -15,7 +15,8 @@ from pydicom.pixels import apply_modality_lut
 
 from cacflow import phantom
 from cacflow.agatston import RISK_CATEGORIES, agatston_score
-from cacflow.synth import SynthSettings, coronary_slices, patient_ids, simulate_patient
+from cacflow.patients import synthetic_patient_ids
+from cacflow.synth import SynthSettings, coronary_slices, simulate_patient
 
 CACFLOW = Path(sys.executable).parent / "cacflow"
 COHORT_SEED = 11
@@ -41,7 +42,7 @@ def read_series(folder: Path) -> list[pydicom.Dataset]:
 
 
 def test_cli_writes_the_documented_layout(cohort):
-    ids = patient_ids(6)
+    ids = synthetic_patient_ids(6)
     assert sorted(p.name for p in (cohort / "dicom").iterdir()) == ids
     assert all((cohort / "truth" / f"{pid}.npz").is_file() for pid in ids)
     labels = pd.read_csv(cohort / "labels.tsv", sep="\t", dtype={"patient_id": str})
@@ -68,7 +69,7 @@ def test_cli_writes_the_documented_layout(cohort):
 
 
 def test_every_file_reads_back_with_hu_and_geometry_of_the_truth(cohort):
-    for pid in patient_ids(6):
+    for pid in synthetic_patient_ids(6):
         truth = np.load(cohort / "truth" / f"{pid}.npz")
         series = read_series(cohort / "dicom" / pid)
         assert len(series) == truth["hu"].shape[0]
@@ -103,7 +104,7 @@ def test_truth_tables_equal_the_standard_algorithm_on_the_truth_arrays(cohort):
     )
     labels = pd.read_csv(cohort / "labels.tsv", sep="\t")
     assert (patients["agatston_total"] > 0).any(), "this seed should give some calcium"
-    for pid in patient_ids(6):
+    for pid in synthetic_patient_ids(6):
         truth = np.load(cohort / "truth" / f"{pid}.npz")
         result = agatston_score(
             truth["hu"],
@@ -170,7 +171,7 @@ def test_series_are_anonymized_unless_phi_is_asked_for(cohort, tmp_path):
 def full_size_patients():
     """Three patients at the default 512 px, rendered in memory."""
     settings = SynthSettings(seed=COHORT_SEED)
-    return [simulate_patient(pid, settings) for pid in patient_ids(3)]
+    return [simulate_patient(pid, settings) for pid in synthetic_patient_ids(3)]
 
 
 def test_anatomy_and_tissue_values_look_like_cac_ct(full_size_patients):
@@ -231,7 +232,7 @@ def test_heart_region_holds_no_bone_or_cartilage_and_lies_behind_the_chest_wall(
     fat between): noise-free planes through the heart hold only soft tissue, fat and blood
     in the truth heart region, and none of it lies in the body wall."""
     heart_tissue_max_hu = 100.0  # blood 42, myocardium 48; cartilage 110, bone >= 230
-    for pid in patient_ids(12):
+    for pid in synthetic_patient_ids(12):
         patient = simulate_patient(pid, SynthSettings(seed=seed, size=256), slices=[])
         anatomy, acq = patient.anatomy, patient.acquisition
         grid = phantom.Grid(acq)
@@ -259,7 +260,7 @@ def test_population_has_half_zero_scores_and_every_risk_category():
     """200 patients at 512 px; only the slices a coronary lesion reaches are rendered."""
     settings = SynthSettings(seed=2021)
     categories = collections.Counter()
-    for pid in patient_ids(200):
+    for pid in synthetic_patient_ids(200):
         patient = simulate_patient(pid, settings, slices=[])
         patient = simulate_patient(pid, settings, slices=coronary_slices(patient))
         vol, acq = patient.volume, patient.acquisition

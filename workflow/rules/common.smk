@@ -1,16 +1,20 @@
 import ast
-import csv
 import functools
-import hashlib
-import hmac
 import os
 import re
+import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 validate(config, "../schemas/config.schema.yaml")
+
+# The library's standard-library-only module of patient IDs and label tables, from this
+# checkout (first on the path: an installed cacflow may be another version).
+SCRIPTS = Path(workflow.basedir, "workflow", "scripts")
+sys.path.insert(0, str(SCRIPTS))
+from cacflow.patients import label_rows_by_patient, pseudonym, synthetic_patient_ids
 
 
 def _key_sorted(value):
@@ -80,7 +84,6 @@ def model_training_config(wildcards):
 COHORT_ONLY_KEYS = ("patients",)
 
 
-SCRIPTS = Path(workflow.basedir, "workflow", "scripts")
 LIBRARY = "cacflow"
 
 
@@ -163,20 +166,8 @@ def check_library_inputs(rules):
             )
 
 
-def synthetic_patient_ids(n):
-    """Same IDs as cacflow.synth.patient_ids(n), which the Snakefile cannot import."""
-    return [f"SYN{i:04d}" for i in range(1, n + 1)]
-
-
 def own_data():
     return bool(config["dicom_dir"])
-
-
-def pseudonym(folder_name, key):
-    """Same as cacflow.ingest.pseudonym (the Snakefile does not import the library, whose
-    dependencies live in the rule envs)."""
-    digest = hmac.new(key.encode(), folder_name.encode(), hashlib.sha256).hexdigest()
-    return f"P{digest[:12].upper()}"
 
 
 @functools.cache
@@ -244,26 +235,14 @@ def labels_input(wildcards):
 
 @functools.cache
 def own_label_rows():
-    """The user's label table (TSV, or CSV when the name ends in .csv), read as
-    cacflow.tables.read_label_table reads it: {ID in the table: its rows, without the ID}.
-    """
+    """The user's label table: {ID in the table: its rows, without the ID}."""
     path = Path(config["labels"])
     if not path.is_file():
         raise WorkflowError(f"labels: file not found: {path}")
-    with open(path, newline="") as handle:
-        delimiter = "," if path.suffix.lower() == ".csv" else "\t"
-        reader = csv.DictReader(handle, delimiter=delimiter)
-        missing = {"patient_id", "instance_number", "calcium"} - set(
-            reader.fieldnames or ()
-        )
-        if missing:
-            raise WorkflowError(
-                f"labels: {path}: missing column(s) {', '.join(sorted(missing))}"
-            )
-        rows = {}
-        for row in reader:
-            rows.setdefault(str(row.pop("patient_id")), []).append(row)
-    return rows
+    try:
+        return label_rows_by_patient(path)
+    except ValueError as error:
+        raise WorkflowError(f"labels: {error}") from None
 
 
 def patient_label_rows(wildcards):

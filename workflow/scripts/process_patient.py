@@ -13,6 +13,7 @@ from pathlib import Path
 
 from cacflow.datasets import DatasetSettings
 from cacflow.ingest import QC_COLUMNS, IngestSettings, check_labels, qc_rows, read_study, volume_of
+from cacflow.patients import read_label_table
 from cacflow.pipeline import (
     DATASET_QC_COLUMNS,
     SEGMENTATION_QC_COLUMNS,
@@ -26,7 +27,7 @@ from cacflow.pipeline import (
 )
 from cacflow.runlog import start_rule_log
 from cacflow.scoring import LESION_COLUMNS, PATIENT_COLUMNS, ScoringSettings, score_volume
-from cacflow.tables import read_label_table, write_tsv
+from cacflow.tables import write_tsv
 
 start_rule_log(snakemake.log[0], snakemake.rule)
 log = logging.getLogger("patient")

@@ -55,9 +55,9 @@ def _synth(args: argparse.Namespace) -> int:
 def _ingest(args: argparse.Namespace) -> int:
     import yaml
 
-    from .ingest import IngestSettings, pseudonym
+    from .ingest import IngestSettings
+    from .patients import pseudonym, read_label_table
     from .pipeline import StudySettings, process_study, settings_from
-    from .tables import read_label_table
 
     study = Path(args.study_dir)
     sections = {}

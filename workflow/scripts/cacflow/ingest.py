@@ -25,8 +25,6 @@ the QC table and leaves the patient out, instead of stopping the run.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 import re
 from collections import defaultdict
@@ -259,19 +257,6 @@ def check_labels(report: StudyReport, label_rows: list[dict], label_key: str) ->
         f"(instance numbers {shown})"
     )
     return refuse(report, MissingLabelsError(report.patient_id, "", problem))
-
-
-# Pseudonyms -----------------------------------------------------------------------------
-def pseudonym(folder_name: str, key: str) -> str:
-    """A stable pseudonymous ID for a patient folder: P + 12 hex of HMAC-SHA256(key, name).
-
-    With a secret key, the ID cannot be traced back to the folder name (often an MRN) by
-    anyone without the key; the same key gives the same IDs on every run.
-    """
-    if not key:
-        raise ValueError("pseudonymize needs a non-empty pseudonym key")
-    digest = hmac.new(key.encode(), folder_name.encode(), hashlib.sha256).hexdigest()
-    return f"P{digest[:12].upper()}"
 
 
 def identifying_tags(ds: pydicom.Dataset, pseudonyms: set[str], settings: IngestSettings):

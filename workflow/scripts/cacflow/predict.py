@@ -29,7 +29,7 @@ Outputs in ``out_dir``, each written atomically (temporary name, then rename):
 - ``images/<dataset>/`` only with ``keep_images``: the PNGs the model saw and their manifest.
 
 The patient is named by the folder name, or with ``ingest.pseudonymize`` by the keyed
-pseudonym of `cacflow.ingest.pseudonym`; nothing read from a DICOM identity tag, nor the
+pseudonym of `cacflow.patients.pseudonym`; nothing read from a DICOM identity tag, nor the
 study's path, is written. Earlier ``prediction.json``/``overlay.png`` in ``out_dir`` are
 removed first, so a refused study leaves none behind.
 """
@@ -55,7 +55,8 @@ import numpy as np
 
 from . import __version__
 from .datasets import DATASETS, MANIFEST_COLUMNS, DatasetSettings
-from .ingest import IngestSettings, pseudonym, read_study, volume_of
+from .ingest import IngestSettings, read_study, volume_of
+from .patients import pseudonym
 from .pipeline import StudySettings, make_datasets, segment_volume
 from .plotting import save_figure
 from .scoring import (

@@ -32,6 +32,7 @@ import numpy as np
 from . import phantom, settings_from_config
 from .agatston import agatston_score, cac_class
 from .dicom_io import SeriesGeometry, SeriesIdentity, write_ct_series
+from .patients import synthetic_patient_ids, synthetic_patient_index
 from .tables import read_tsv, save_npz, write_tsv
 
 LABEL_COLUMNS = ("patient_id", "instance_number", "sop_instance_uid", "calcium", "cac_class")
@@ -76,16 +77,6 @@ class SynthSettings:
         return replace(settings, **floats)
 
 
-def patient_ids(n_patients: int) -> list[str]:
-    return [f"SYN{i:04d}" for i in range(1, n_patients + 1)]
-
-
-def patient_index(patient_id: str) -> int:
-    if not (patient_id.startswith("SYN") and patient_id[3:].isdigit()):
-        raise ValueError(f"not a synthetic patient id: {patient_id!r} (expected SYN0001 ...)")
-    return int(patient_id[3:])
-
-
 @dataclass
 class SimulatedPatient:
     patient_id: str
@@ -98,7 +89,7 @@ def simulate_patient(
     patient_id: str, settings: SynthSettings, slices: Iterable[int] | None = None
 ) -> SimulatedPatient:
     """Draw the anatomy and acquisition and render the series (or only `slices`)."""
-    index = patient_index(patient_id)
+    index = synthetic_patient_index(patient_id)
     rng = np.random.default_rng([settings.seed, index, 0])
     anatomy = phantom.sample_anatomy(rng)
     acq = phantom.sample_acquisition(
@@ -275,7 +266,7 @@ def _identity(patient_id: str, settings: SynthSettings) -> SeriesIdentity:
     entropy = ("cacflow-synth", str(settings.seed), patient_id)
     if not settings.phi:
         return SeriesIdentity(patient_id, patient_id, entropy)
-    rng = np.random.default_rng([settings.seed, patient_index(patient_id), 2])
+    rng = np.random.default_rng([settings.seed, synthetic_patient_index(patient_id), 2])
     name = f"{rng.choice(_FAMILY)}^{rng.choice(_GIVEN)}"
     physician = f"{rng.choice(_FAMILY)}^{rng.choice(_GIVEN)}^^Dr"
     birth = f"{rng.integers(1935, 1985)}{rng.integers(1, 13):02d}{rng.integers(1, 29):02d}"
@@ -316,7 +307,7 @@ def synth_cohort(
 ) -> list[dict]:
     """Write a whole cohort (the `cacflow synth` command)."""
     out_dir = Path(out_dir)
-    ids = patient_ids(n_patients)
+    ids = synthetic_patient_ids(n_patients)
     rows = []
     with ProcessPoolExecutor(max_workers=jobs) if jobs > 1 else _Serial() as pool:
         for done, row in enumerate(

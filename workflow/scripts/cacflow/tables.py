@@ -47,15 +47,6 @@ def merge_tsv(paths: Iterable[Path], out_path: Path, columns: Iterable[str] | No
     return len(rows)
 
 
-def read_label_table(path: Path) -> list[dict]:
-    """The user's slice label table: TSV, or CSV when the name ends in .csv."""
-    path = Path(path)
-    if path.suffix.lower() == ".csv":
-        with open(path, newline="") as handle:
-            return list(csv.DictReader(handle))
-    return read_tsv(path)
-
-
 def save_npz(path: Path, /, **arrays: np.ndarray) -> None:
     """An .npz that np.load reads, written under a temporary name and renamed; deflated at
     level 1 (3x faster than savez_compressed)."""
