@@ -231,6 +231,11 @@ def test_tiny_synthetic_cohort_end_to_end(tmp_path, run_snakemake, tiny_config):
         assert hybrid["n_patients"] == same["n_patients"] == n_test
     for figure in ("agatston_scatter.png", "agatston_bland_altman.png"):
         assert (results / "figures" / figure).stat().st_size > 0
+    # The report's captions are workflow/report/*.rst with their fields filled.
+    page = (results / "report" / "index.html").read_text()
+    assert "of resnet50 on the segmented dataset." in page
+    assert "Confusion matrices on the test images (threshold 0.5), counts and row" in page
+    assert "{{" not in page and "``" not in page
 
     # One trained network per dataset: it loads, predicts, and says what it expects.
     summary = pd.read_csv(results / "models" / "summary.tsv", sep="\t")

@@ -328,3 +328,37 @@ def train_priority(wildcards):
     size = ("resnet50", "vgg16", "vgg19", "inception_resnet_v2")
     rank = size.index(wildcards.model) + 1 if wildcards.model in size else 0
     return 10 * (wildcards.dataset == "cropped") + rank
+
+
+def final_outputs():
+    """What `snakemake` makes by default, the inputs of rule all; every table, figure and
+    the report."""
+    return [
+        # The synthetic cohort's merged tables (only when it is the input).
+        [] if own_data() else "results/synthetic/labels.tsv",
+        [] if own_data() else "results/synthetic/truth/patients.tsv",
+        "results/qc/series.tsv",
+        "results/qc/segmentation.tsv",
+        "results/qc/datasets.tsv",
+        expand("results/datasets/{dataset}/manifest.tsv", dataset=DATASETS),
+        "results/splits/patients.tsv",
+        expand("results/augmented/{dataset}/manifest.tsv", dataset=DATASETS),
+        "results/figures/augmentation.png",
+        "results/models/summary.tsv",
+        "results/metrics.tsv",
+        "results/figures/roc.png",
+        "results/figures/confusion.png",
+        expand(
+            "results/figures/training_curves/{dataset}_{model}.png",
+            dataset=TRAINED_DATASETS,
+            model=MODELS,
+        ),
+        expand("results/figures/gradcam/{dataset}.png", dataset=TRAINED_DATASETS),
+        "results/agatston/patients.tsv",
+        # Agreement with the truth: the synthetic cohort's (own data has none yet).
+        [] if own_data() else "results/agatston/agreement.tsv",
+        [] if own_data() else "results/figures/agatston_scatter.png",
+        [] if own_data() else "results/figures/agatston_bland_altman.png",
+        external_outputs(),
+        "results/report/index.html",
+    ]

@@ -177,8 +177,16 @@ use rule evaluation_figures as external_figures with:
         metrics="results/external/metrics.tsv",
         lib=rules.evaluation_figures.input.lib,
     output:
-        roc="results/figures/external/roc.png",
-        confusion="results/figures/external/confusion.png",
+        roc=report(
+            "results/figures/external/roc.png",
+            caption="../report/external_roc.rst",
+            category="External validation",
+        ),
+        confusion=report(
+            "results/figures/external/confusion.png",
+            caption="../report/external_confusion.rst",
+            category="External validation",
+        ),
     log:
         "results/logs/external/figures.log",
     params:

@@ -1,5 +1,8 @@
 # Input functions of the report (workflow/rules/report.smk), apart from its rules as
 # snakemake --lint asks. Called while report.smk is read, after every other rule file.
+from types import SimpleNamespace
+
+import jinja2
 
 
 def produced(path):
@@ -33,36 +36,27 @@ def report_tables():
     return tables
 
 
+def caption(name, **wildcards):
+    """Caption workflow/report/<name>.rst as Snakemake's report renders it (its Jinja fields
+    filled from the config and `wildcards`), in plain text for the workflow's own report.
+    """
+    text = Path(workflow.basedir, "workflow", "report", f"{name}.rst").read_text()
+    fields = SimpleNamespace(config=config, wildcards=SimpleNamespace(**wildcards))
+    text = " ".join(jinja2.Template(text).render(snakemake=fields).split())
+    # rst inline markup (``literal``, *emphasis*) as plain text
+    return re.sub(r"``(.+?)``|\*(.+?)\*", lambda m: m.group(1) or m.group(2), text)
+
+
 def report_figures():
     """[title, path, caption] of the report's figures, in the order shown; paths as plain
     strings (params must pickle, and a rule's output file objects do not)."""
     figures = [
-        [
-            "Dataset examples",
-            "results/figures/examples.png",
-            "One slice with coronary calcium per patient as the three image datasets: the "
-            "original slice (heart box yellow), the segmented heart image and its tiles, and "
-            "the cropped tiles; tiles labelled calcium are framed red.",
-        ],
-        [
-            "Augmentation",
-            "results/figures/augmentation.png",
-            "Training images beside augmented copies (rotation, shear, zoom, flip, shifts), "
-            "per dataset and class; a copy stays calcium while >= 1 mm² of its lesion is in "
-            "view.",
-        ],
+        ["Dataset examples", "results/figures/examples.png", caption("examples")],
+        ["Augmentation", "results/figures/augmentation.png", caption("augmentation")],
     ]
     evaluation = [
-        [
-            "ROC curves",
-            "results/figures/roc.png",
-            "ROC curves of every network on the test images, one panel per dataset.",
-        ],
-        [
-            "Confusion matrices",
-            "results/figures/confusion.png",
-            f"Confusion matrices on the test images (threshold {config['evaluation']['threshold']}).",
-        ],
+        ["ROC curves", "results/figures/roc.png", caption("roc")],
+        ["Confusion matrices", "results/figures/confusion.png", caption("confusion")],
     ]
     for dataset in TRAINED_DATASETS:
         for model in MODELS:
@@ -70,7 +64,7 @@ def report_figures():
                 [
                     f"Training curves: {model} on {dataset}",
                     f"results/figures/training_curves/{dataset}_{model}.png",
-                    "Loss and accuracy per epoch, training and validation.",
+                    caption("training_curves", dataset=dataset, model=model),
                 ]
             )
     for dataset in TRAINED_DATASETS:
@@ -78,8 +72,7 @@ def report_figures():
             [
                 f"Grad-CAM: {dataset}",
                 f"results/figures/gradcam/{dataset}.png",
-                "Grad-CAM heat maps of sample test images (true and false positives and "
-                "negatives), one row per network.",
+                caption("gradcam", dataset=dataset),
             ]
         )
     if not own_data():
@@ -87,33 +80,25 @@ def report_figures():
             [
                 "Agatston scores against the truth",
                 str(rules.agatston_figures.output.scatter),
-                "Each method's Agatston score against the synthetic cohort's true score, "
-                "log(1 + score) axes, risk-category bounds dashed.",
+                caption("agatston_scatter"),
             ],
             [
                 "Bland-Altman plot of the Agatston scores",
                 str(rules.agatston_figures.output.bland_altman),
-                "Method - truth against their mean, with the mean difference and the 95 % "
-                "limits of agreement.",
+                caption("agatston_bland_altman"),
             ],
         ]
     if external_patient_ids():
-        cohort = (
-            f"the {len(external_patient_ids())} patients of the external cohort (seed "
-            f"{config['external']['seed']}, never trained or tuned on)"
-        )
         evaluation += [
             [
                 "ROC curves, external cohort",
                 str(rules.external_figures.output.roc),
-                f"ROC curves of every network on the images of {cohort}, one panel per "
-                "dataset.",
+                caption("external_roc"),
             ],
             [
                 "Confusion matrices, external cohort",
                 str(rules.external_figures.output.confusion),
-                f"Confusion matrices on the images of {cohort} (threshold "
-                f"{config['evaluation']['threshold']}).",
+                caption("external_confusion"),
             ],
         ]
     return figures + [entry for entry in evaluation if produced(entry[1])]
