@@ -6,7 +6,7 @@ matrix size, pixel-spacing range and slice thicknesses, reads them back as the w
 (`read_study`), segments each volume (`segment_heart`) and scores it against the truth:
 
 - Dice: mean per-slice Dice over the slices that hold heart (all patients pooled, weighted
-  by slices), as `results/qc/segmentation.tsv` and the README report it;
+  by slices), as `results/qc/segmentation.tsv` and docs/segmentation.md report it;
 - lesions: true coronary lesions >= 1 mm^2 (the Agatston definition) with every pixel inside
   the mask; each lost one is listed with its artery, its slice's depth below the top of the
   heart (mm), and how far its farthest pixel lies outside the mask (mm);

@@ -218,7 +218,7 @@ def test_tiny_cohort_runs_as_slurm_jobs(tmp_path, run_snakemake, repo_root, slur
 
     # Documented in profiles/slurm: the plugin runs a group job's chains one after another
     # (`--jobs 1` inside the job, snakemake-executor-plugin-slurm#469). When this fails, the
-    # plugin has changed: revisit group-components there and in the README.
+    # plugin has changed: revisit group-components there and in docs/slurm.md.
     for log in submitted.values():
         assert "--executor slurm-jobstep --jobs 1 " in log.read_text(), log
 
