@@ -58,6 +58,7 @@ def _ingest(args: argparse.Namespace) -> int:
     from .ingest import IngestSettings
     from .patients import pseudonym, read_label_table
     from .pipeline import StudySettings, process_study, settings_from
+    from .scoring import ScoringSettings
 
     study = Path(args.study_dir)
     sections = {}
@@ -79,6 +80,9 @@ def _ingest(args: argparse.Namespace) -> int:
         ingest=ingest,
         segmentation=settings_from("segmentation", sections.get("segmentation") or {}),
         datasets=settings_from("datasets", sections.get("datasets") or {}),
+        scoring=ScoringSettings.from_config(
+            (sections.get("agatston") or {}).get("classical") or {}
+        ),
     )
     labels = read_label_table(Path(args.labels)) if args.labels else None
     truth = Path(args.truth) if args.truth else None
@@ -206,9 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     ingest = sub.add_parser(
         "ingest",
-        help="check, segment and build the three datasets of one DICOM study",
+        help="check, segment, make the three datasets and score one DICOM study",
         description="Run the workflow's per-patient steps on one study folder and write "
-        "qc/, segmentation/ and datasets/ under --out. Exit 0: accepted; 2: refused (the "
+        "qc/, segmentation/, datasets/ and agatston/ under --out. Exit 0: accepted; 2: refused (the "
         "reason on stderr); 64: bad usage.",
     )
     ingest.add_argument("study_dir", help="folder with the patient's DICOM files")
@@ -221,7 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ingest.add_argument("--truth", help="synthetic truth .npz (scores the segmentation)")
     ingest.add_argument(
-        "--config", help="a config.yaml whose ingest/segmentation/datasets sections apply"
+        "--config",
+        help="a config.yaml whose ingest, segmentation, datasets and agatston: classical: apply",
     )
     ingest.add_argument(
         "--pseudonymize",

@@ -1,8 +1,9 @@
-"""The per-patient stages after ingest, as the workflow's rules and `cacflow ingest` run them:
-heart segmentation (with its QC against a known truth) and the three image datasets.
+"""The per-patient chain: ingest with its checks and PHI guard, heart segmentation (with its
+QC against a known truth), the three image datasets and the classical Agatston score.
 
-Each stage takes what the previous one wrote, so a rule script is a call or two, and the
-command line runs the same calls in sequence for one study.
+The workflow's per-patient rule and `cacflow ingest` run it whole (`run_patient`), writing
+the same tables; `cacflow predict` runs the same two calls (`read_checked_study`, then
+`process_volume`), with the model's loading between them.
 """
 
 from __future__ import annotations
@@ -27,12 +28,14 @@ from .datasets import (
 from .ingest import (
     QC_COLUMNS,
     IngestSettings,
+    StudyReport,
     Volume,
     check_labels,
     qc_rows,
     read_study,
     volume_of,
 )
+from .scoring import LESION_COLUMNS, PATIENT_COLUMNS, PatientScore, ScoringSettings, score_volume
 from .segmentation import SegmentationSettings, segment_heart, segmentation_scores
 from .tables import save_npz, write_tsv
 
@@ -189,7 +192,7 @@ def dataset_qc_row(result: PatientDatasets, with_truth: bool) -> dict:
     return row
 
 
-# One study, all stages (cacflow ingest) -------------------------------------------------
+# One study, all stages -----------------------------------------------------------------
 SETTINGS = {"segmentation": SegmentationSettings, "datasets": DatasetSettings}
 
 
@@ -206,6 +209,144 @@ class StudySettings:
     ingest: IngestSettings = field(default_factory=IngestSettings)
     segmentation: SegmentationSettings = field(default_factory=SegmentationSettings)
     datasets: DatasetSettings = field(default_factory=DatasetSettings)
+    # The classical score's rules (config agatston: classical:).
+    scoring: ScoringSettings = field(default_factory=ScoringSettings)
+
+
+@dataclass
+class PatientResult:
+    """What the chain made of one accepted study, and the seconds of each stage."""
+
+    volume: Volume
+    heart_mask: np.ndarray
+    segmentation_qc: dict
+    datasets: PatientDatasets
+    datasets_qc: dict
+    score: PatientScore
+    seconds: dict[str, float]
+
+
+@dataclass(frozen=True)
+class PatientFiles:
+    """Where the chain writes one patient's tables: the per-patient rule's outputs. Images
+    and manifests go under `datasets`/<dataset>/."""
+
+    series_qc: Path
+    segmentation: Path
+    segmentation_qc: Path
+    datasets: Path
+    datasets_qc: Path
+    lesions: Path
+    scores: Path
+
+    @classmethod
+    def in_folder(cls, out_dir: Path, patient_id: str) -> PatientFiles:
+        """The layout of `cacflow ingest --out DIR`."""
+        out_dir = Path(out_dir)
+        return cls(
+            series_qc=out_dir / "qc" / "series.tsv",
+            segmentation=out_dir / "segmentation" / f"{patient_id}.npz",
+            segmentation_qc=out_dir / "qc" / "segmentation.tsv",
+            datasets=out_dir / "datasets",
+            datasets_qc=out_dir / "qc" / "datasets.tsv",
+            lesions=out_dir / "agatston" / "lesions.tsv",
+            scores=out_dir / "agatston" / "classical.tsv",
+        )
+
+
+def read_checked_study(
+    study_dir: Path,
+    patient_id: str,
+    settings: IngestSettings,
+    label_rows: list[dict] | None = None,
+    label_key: str | None = None,
+) -> StudyReport:
+    """Ingest (series found, checked, PHI guard, HU), then the label table's rows of the
+    patient checked against the slices when there is one."""
+    report = read_study(Path(study_dir), patient_id, settings)
+    if label_rows is not None:
+        report = check_labels(report, label_rows, label_key or patient_id)
+    return report
+
+
+def process_volume(
+    volume: Volume,
+    patient_id: str,
+    settings: StudySettings,
+    datasets_root: Path,
+    label_rows: list[dict] | None = None,
+    truth_path: Path | None = None,
+    label_key: str | None = None,
+) -> PatientResult:
+    """Heart mask, the three datasets (images under `datasets_root`) and the classical
+    score of an accepted study's volume."""
+    seconds = {}
+    start = time.perf_counter()
+    heart_mask = segment_volume(volume, settings.segmentation)
+    segmentation_qc = segmentation_qc_row(patient_id, volume, heart_mask, truth_path)
+    seconds["segmentation"] = time.perf_counter() - start
+    start = time.perf_counter()
+    datasets = make_datasets(
+        datasets_root, patient_id, volume, heart_mask, label_rows, truth_path,
+        settings.datasets, label_key=label_key,
+    )  # fmt: skip
+    seconds["datasets"] = time.perf_counter() - start
+    start = time.perf_counter()
+    score = score_volume(
+        patient_id, volume, heart_mask, volume.instance_numbers, settings.datasets.grid,
+        settings=settings.scoring,
+    )  # fmt: skip
+    seconds["agatston"] = time.perf_counter() - start
+    return PatientResult(
+        volume=volume,
+        heart_mask=heart_mask,
+        segmentation_qc=segmentation_qc,
+        datasets=datasets,
+        datasets_qc=dataset_qc_row(datasets, truth_path is not None),
+        score=score,
+        seconds=seconds,
+    )
+
+
+def write_refused(files: PatientFiles, patient_id: str) -> None:
+    """A refused study's place in the workflow: an empty mask, empty image folders and
+    header-only tables, so that the cohort's merged tables and datasets go on without it."""
+    save_segmentation(files.segmentation, None, None)
+    write_tsv(files.segmentation_qc, [], SEGMENTATION_QC_COLUMNS)
+    write_empty_datasets(files.datasets, patient_id)
+    write_tsv(files.datasets_qc, [], DATASET_QC_COLUMNS)
+    write_tsv(files.lesions, [], LESION_COLUMNS)
+    write_tsv(files.scores, [], PATIENT_COLUMNS)
+
+
+def run_patient(
+    study_dir: Path,
+    patient_id: str,
+    settings: StudySettings,
+    files: PatientFiles,
+    label_rows: list[dict] | None = None,
+    truth_path: Path | None = None,
+    label_key: str | None = None,
+) -> tuple[StudyReport, PatientResult | None]:
+    """The whole chain for one study, its tables written to `files` (each atomically):
+    the series QC always, the rest for an accepted study (None for a refused one)."""
+    start = time.perf_counter()
+    report = read_checked_study(study_dir, patient_id, settings.ingest, label_rows, label_key)
+    write_tsv(files.series_qc, qc_rows(report), QC_COLUMNS)
+    if not report.accepted:
+        return report, None
+    volume = volume_of(report.ct)
+    read_s = time.perf_counter() - start
+    result = process_volume(
+        volume, patient_id, settings, files.datasets, label_rows, truth_path, label_key
+    )
+    result.seconds = {"read": read_s, **result.seconds}
+    save_segmentation(files.segmentation, result.heart_mask, volume.instance_numbers)
+    write_tsv(files.segmentation_qc, [result.segmentation_qc], SEGMENTATION_QC_COLUMNS)
+    write_tsv(files.datasets_qc, [result.datasets_qc], DATASET_QC_COLUMNS)
+    write_tsv(files.lesions, result.score.lesions, LESION_COLUMNS)
+    write_tsv(files.scores, [result.score.row], PATIENT_COLUMNS)
+    return report, result
 
 
 def process_study(
@@ -218,52 +359,29 @@ def process_study(
     log=sys.stderr,
     label_key: str | None = None,
 ) -> int:
-    """Ingest, segment and build the datasets of one study under `out_dir`, in the
-    workflow's layout (qc/, segmentation/, datasets/). Returns 0 when accepted, 2 when
-    refused (the reason is printed on one line)."""
-    out_dir = Path(out_dir)
+    """`cacflow ingest`: the chain for one study under `out_dir` (`PatientFiles.in_folder`),
+    with a manifest per dataset. Returns 0 when accepted, 2 when refused (the reason is
+    printed on one line)."""
     start = time.perf_counter()
-    report = read_study(Path(study_dir), patient_id, settings.ingest)
-    if label_rows is not None:
-        report = check_labels(report, label_rows, label_key or patient_id)
-    write_tsv(out_dir / "qc" / "series.tsv", qc_rows(report), QC_COLUMNS)
-    if not report.accepted:
+    files = PatientFiles.in_folder(out_dir, patient_id)
+    report, result = run_patient(
+        study_dir, patient_id, settings, files, label_rows, truth_path, label_key
+    )
+    if result is None:
         print(f"refused: {report.error.reason}", file=log)
         return 2
-    volume = volume_of(report.ct)
-    read_s = time.perf_counter() - start
-    heart_mask = segment_volume(volume, settings.segmentation)
-    save_segmentation(
-        out_dir / "segmentation" / f"{patient_id}.npz", heart_mask, volume.instance_numbers
-    )
-    seg_row = segmentation_qc_row(patient_id, volume, heart_mask, truth_path)
-    write_tsv(out_dir / "qc" / "segmentation.tsv", [seg_row], SEGMENTATION_QC_COLUMNS)
-    seg_s = time.perf_counter() - start - read_s
-    result = make_datasets(
-        out_dir / "datasets",
-        patient_id,
-        volume,
-        heart_mask,
-        label_rows,
-        truth_path,
-        settings.datasets,
-        label_key=label_key,
-    )
     for name in DATASETS:
-        merge_manifests([result.manifests[name]], out_dir / "datasets" / name / "manifest.tsv")
-    write_tsv(
-        out_dir / "qc" / "datasets.tsv",
-        [dataset_qc_row(result, truth_path is not None)],
-        DATASET_QC_COLUMNS,
-    )
+        merge_manifests([result.datasets.manifests[name]], files.datasets / name / "manifest.tsv")
     total = time.perf_counter() - start
-    n = volume.hu.shape[0]
+    n = result.volume.hu.shape[0]
+    rows = result.datasets.rows
     print(
-        f"{patient_id}: accepted, {n} slices; heart on {seg_row['n_mask_slices']} slices; "
-        f"datasets {len(result.rows['original'])} original, {len(result.rows['segmented'])} "
-        f"segmented, {len(result.rows['cropped'])} cropped images; "
-        f"read {read_s:.2f} s, segmentation {seg_s:.2f} s, total {total:.2f} s "
-        f"({n / total:.1f} slices/s)",
+        f"{patient_id}: accepted, {n} slices; heart on "
+        f"{result.segmentation_qc['n_mask_slices']} slices; datasets {len(rows['original'])} "
+        f"original, {len(rows['segmented'])} segmented, {len(rows['cropped'])} cropped "
+        f"images; Agatston {float(result.score.row['agatston']):.1f} (classical); read "
+        f"{result.seconds['read']:.2f} s, segmentation {result.seconds['segmentation']:.2f} s, "
+        f"total {total:.2f} s ({n / total:.1f} slices/s)",
         file=log,
     )
     return 0

@@ -2,20 +2,19 @@
 
 The same code as the workflow, in the same order:
 
-1. ingest (`cacflow.ingest.read_study`): the same checks, PHI guard and one-line reasons; a
-   refused study raises its `cacflow.ingest.IngestError` (before TensorFlow is imported or
-   the model read: only a missing model file is reported earlier);
-2. heart segmentation (`cacflow.pipeline.segment_volume`);
-3. the image dataset the model was trained on (`cacflow.pipeline.make_datasets`),
-   with the window, sizes and grid stored inside the model (``cacflow.json``, written by
-   `cacflow.training.save_model`). The model's preprocessing wins over any config: a model
-   cannot be paired with images made otherwise, and a ``.keras`` without ``cacflow.json`` is
-   refused (`UnusableModelError`);
-4. the classifier on every image, batched, through the training input pipeline
-   (`cacflow.inputs.build_pipeline`: PNG grey levels, area resize to the model's input, / 255,
-   repeated to its channels);
-5. the classical Agatston score inside the heart mask (`cacflow.scoring.score_volume`) and
-   the hybrid one (`cacflow.scoring.hybrid_scores`: the classical lesions shown by an image
+1. ingest (`cacflow.pipeline.read_checked_study`): the same checks, PHI guard and one-line
+   reasons; a refused study raises its `cacflow.ingest.IngestError` (before TensorFlow is
+   imported or the model read: only a missing model file is reported earlier);
+2. the rest of the workflow's per-patient chain (`cacflow.pipeline.process_volume`): heart
+   segmentation, the image datasets and the classical Agatston score inside the heart mask.
+   The images are made with the window, sizes and grid stored inside the model
+   (``cacflow.json``, written by `cacflow.training.save_model`). The model's preprocessing
+   wins over any config: a model cannot be paired with images made otherwise, and a
+   ``.keras`` without ``cacflow.json`` is refused (`UnusableModelError`);
+3. the classifier on every image of the model's dataset, batched, through the training input
+   pipeline (`cacflow.inputs.build_pipeline`: PNG grey levels, area resize to the model's
+   input, / 255, repeated to its channels);
+4. the hybrid score (`cacflow.scoring.hybrid_scores`: the classical lesions shown by an image
    the model calls calcium, P >= threshold).
 
 Outputs in ``out_dir``, each written atomically (temporary name, then rename):
@@ -48,23 +47,22 @@ import tempfile
 import time
 import zipfile
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__
 from .datasets import DATASETS, MANIFEST_COLUMNS, DatasetSettings
-from .ingest import IngestSettings, read_study, volume_of
+from .ingest import IngestSettings, volume_of
 from .patients import pseudonym
-from .pipeline import StudySettings, make_datasets, segment_volume
+from .pipeline import StudySettings, process_volume, read_checked_study
 from .plotting import save_figure
 from .scoring import (
     DEFAULT_HYBRID_THRESHOLD,
     ScoringSettings,
     hybrid_scores,
     patient_row,
-    score_volume,
 )
 from .tables import write_tsv
 
@@ -225,7 +223,7 @@ def predict_study(
     if patient_id is None:
         patient_id = patient_name(study_dir, settings.ingest, pseudonym_key)
     # Ingest first: a refused study is told in a second, without importing TensorFlow.
-    report = read_study(Path(study_dir), patient_id, settings.ingest)
+    report = read_checked_study(Path(study_dir), patient_id, settings.ingest)
     if not report.accepted:
         raise report.error
     volume = volume_of(report.ct)
@@ -236,15 +234,17 @@ def predict_study(
     notes = _settings_notes(config_datasets or {}, dataset_settings)
     model = load_classifier(model_path, prep)
     clock.lap("model")
-    heart_mask = segment_volume(volume, settings.segmentation)
-    clock.lap("segmentation")
+    chain = replace(settings, datasets=dataset_settings, scoring=scoring or settings.scoring)
 
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".images-") as work:
         work = Path(work)
         # No label table and no truth: a new study is unlabelled.
-        datasets = make_datasets(work, patient_id, volume, heart_mask, None, None, dataset_settings)
-        images = datasets.rows[kind]
-        clock.lap("images")
+        result = process_volume(volume, patient_id, chain, work)
+        heart_mask, score = result.heart_mask, result.score
+        seconds["segmentation"] = result.seconds["segmentation"]
+        seconds["images"] = result.seconds["datasets"]
+        clock.last = time.perf_counter()
+        images = result.datasets.rows[kind]
         probabilities = classify(
             model, [str(work / kind / row["path"]) for row in images], prep, batch_size
         )
@@ -252,14 +252,6 @@ def predict_study(
         if keep_images:
             _keep_images(work / kind, out_dir / "images" / kind, patient_id, images)
 
-    score = score_volume(
-        patient_id,
-        volume,
-        heart_mask,
-        volume.instance_numbers,
-        dataset_settings.grid,
-        settings=scoring or ScoringSettings(),
-    )
     predictions = [
         {"patient_id": patient_id, "slice": row["slice"], "tile": row["tile"], "probability": p}
         for row, p in zip(images, probabilities, strict=True)
@@ -274,6 +266,7 @@ def predict_study(
         for lesion in score.lesions
     ]
     clock.lap("scoring")
+    seconds["scoring"] += result.seconds["agatston"]
 
     record = _record(
         patient_id=patient_id,
