@@ -11,7 +11,7 @@ imports included.
 
 Without `--models`, the models are the network of `--network` with random weights at each
 `--image-size`, saved with the preprocessing of config.yaml's ``datasets:`` section (what
-`cacflow.training.save_model` stores): speed does not depend on the weights, so no training
+`cacflow.model_file.save_model` stores): speed does not depend on the weights, so no training
 is needed. `--models` takes trained model.keras files instead.
 
     .venv/bin/python benchmarks/predict_speed.py [--network resnet50] [--image-size 75 299]
@@ -56,8 +56,8 @@ def untrained_models(work: Path, network: str, sizes: list[int]) -> list[Path]:
     import keras
 
     from cacflow.datasets import DATASETS
+    from cacflow.model_file import Preprocessing, save_model
     from cacflow.models import build_model
-    from cacflow.training import Preprocessing, save_model
 
     datasets = yaml.safe_load((REPO_ROOT / "config.yaml").read_text())["datasets"]
     paths = []

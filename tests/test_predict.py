@@ -34,9 +34,10 @@ from test_training import DATASETS_CONFIG, TINY
 from cacflow.datasets import DatasetSettings
 from cacflow.ingest import IngestSettings, read_study, volume_of
 from cacflow.inputs import PipelineSettings
+from cacflow.model_file import UnusableModelError
 from cacflow.patients import pseudonym
 from cacflow.pipeline import StudySettings, process_study, segment_volume
-from cacflow.predict import UnusableModelError, predict_study
+from cacflow.predict import predict_study
 from cacflow.scoring import score_volume
 from cacflow.synth import SynthSettings, synth_patient
 from cacflow.tables import read_tsv, write_tsv
@@ -366,7 +367,7 @@ def test_help_lists_the_exit_codes():
 
 
 def test_overlay_slices_pick_findings_first():
-    from cacflow.predict import overlay_slices
+    from cacflow.prediction_record import overlay_slices
 
     def entry(k, score=0.0, p=None, calcium=False):
         return {

@@ -20,6 +20,7 @@ from sklearn.metrics import roc_auc_score
 
 from cacflow.evaluation import PREDICTION_COLUMNS
 from cacflow.inputs import CLASSES, PipelineSettings, build_pipeline, split_table
+from cacflow.model_file import read_preprocessing
 from cacflow.models import REGISTRY, ModelError, batchnorm_layers, build_model, count_parameters
 from cacflow.tables import write_tsv
 from cacflow.training import (
@@ -30,7 +31,6 @@ from cacflow.training import (
     build_training_state,
     compile_model,
     predict_splits,
-    read_preprocessing,
     recompute_batchnorm_statistics,
     statistics_batches,
     train_classifier,

@@ -7,9 +7,9 @@ from pathlib import Path
 import keras
 
 from cacflow.gradcam import POINTING_COLUMNS, POINTING_RADIUS_MM, pointing_game, pointing_row
+from cacflow.model_file import read_preprocessing
 from cacflow.runlog import start_rule_log
 from cacflow.tables import read_tsv, write_tsv
-from cacflow.training import read_preprocessing
 
 start_rule_log(snakemake.log[0], snakemake.rule)
 rows = []

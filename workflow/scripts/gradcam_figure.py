@@ -8,9 +8,9 @@ import numpy as np
 
 from cacflow.eval_figures import plot_gradcam_grid
 from cacflow.gradcam import test_examples
+from cacflow.model_file import read_preprocessing
 from cacflow.runlog import start_rule_log
 from cacflow.tables import read_tsv
-from cacflow.training import read_preprocessing
 
 start_rule_log(snakemake.log[0], snakemake.rule)
 per_kind = snakemake.params.per_kind

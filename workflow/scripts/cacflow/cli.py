@@ -122,8 +122,10 @@ def _predict(args: argparse.Namespace) -> int:
         except (OSError, yaml.YAMLError) as error:
             return usage(f"--config {args.config}: {str(error).splitlines()[0]}")
     from .ingest import IngestError, IngestSettings
+    from .model_file import UnusableModelError
     from .pipeline import StudySettings, settings_from
-    from .predict import UnusableModelError, patient_name, predict_study, summary_lines
+    from .predict import patient_name, predict_study
+    from .prediction_record import summary_lines
     from .scoring import ScoringSettings
 
     ingest_section = dict(sections.get("ingest") or {})

@@ -18,7 +18,8 @@ from pathlib import Path
 from .datasets import DatasetSettings
 from .evaluation import EXTERNAL_SPLIT
 from .inputs import CLASSES
-from .predict import classify, load_classifier, model_preprocessing
+from .model_file import load_classifier, model_preprocessing
+from .predict import classify
 from .tables import read_tsv
 
 log = logging.getLogger("cacflow.external")

@@ -29,21 +29,19 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import csv
-import json
 import logging
 import platform
 import shutil
 import time
-import zipfile
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from . import __version__, settings_from_config
+from . import settings_from_config
 from .augment import AugmentSettings
 from .evaluation import PREDICTED_SPLITS, PREDICTION_COLUMNS
 from .inputs import (
@@ -54,12 +52,12 @@ from .inputs import (
     build_pipeline,
     split_table,
 )
+from .model_file import Preprocessing, save_model
 from .models import batchnorm_layers, build_model, count_parameters, weights_mode
 from .tables import read_tsv, write_tsv
 
 log = logging.getLogger("cacflow.training")
 
-PREPROCESSING_ENTRY = "cacflow.json"  # inside model.keras (a zip archive)
 SUMMARY_COLUMNS = (
     "dataset",
     "model",
@@ -138,18 +136,6 @@ class TrainPaths:
     augmented_root: Path | None  # results/augmented/<dataset>, or None
     out_dir: Path  # results/models/<dataset>/<model>
     predictions: Path | None = None  # predictions of the validation and test images
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """What a model expects of its inputs: which dataset's images, at what size."""
-
-    dataset: str
-    model: str
-    image_size: int
-    channels: int
-    datasets: Mapping  # the ``datasets:`` config: window, sizes, grid
-    cacflow_version: str = __version__
 
 
 def gpu_present() -> bool:
@@ -659,27 +645,6 @@ def clean_history(path: Path) -> list[dict]:
         writer.writerows(rows)
     os.replace(tmp, path)
     return rows
-
-
-def save_model(model: keras.Model, path: Path, preprocessing: Preprocessing) -> None:
-    """``model.keras`` written atomically, with `PREPROCESSING_ENTRY` added to the archive."""
-    path = Path(path)
-    tmp = path.with_name(path.stem + ".tmp.keras")
-    model.save(tmp)
-    with zipfile.ZipFile(tmp, "a") as archive:
-        archive.writestr(PREPROCESSING_ENTRY, json.dumps(asdict(preprocessing), indent=1))
-    os.replace(tmp, path)
-
-
-def read_preprocessing(path: Path) -> dict:
-    """The preprocessing a cacflow ``model.keras`` expects (`Preprocessing` as a dict)."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return json.loads(archive.read(PREPROCESSING_ENTRY))
-    except (KeyError, zipfile.BadZipFile, FileNotFoundError) as error:
-        raise TrainingError(
-            f"{path}: not a model written by cacflow's training (no {PREPROCESSING_ENTRY})"
-        ) from error
 
 
 def _device_name(on_gpu: bool) -> str:
