@@ -94,7 +94,7 @@ def add_cohort_arguments(parser, patients: int, seed: int) -> None:
 
 def cohort_settings(parser, args):
     """The `SynthSettings` of `add_cohort_arguments`' options (a parser error for < 2)."""
-    from cacflow.synth import SynthSettings
+    from cacflow.synthetic.synth import SynthSettings
 
     if args.patients < 2:
         parser.error("--patients must be at least 2")

@@ -1,7 +1,7 @@
 """Agreement of the classical Agatston score (the standard algorithm inside the heart mask, less
 the candidates its rules reject) with the true coronary score of synthetic patients, against
 the targets ICC >= 0.95 and linear kappa >= 0.90 over the risk categories; beside it the
-plain standard algorithm inside the mask (every rule off, `cacflow.scoring.STANDARD`).
+plain standard algorithm inside the mask (every rule off, `cacflow.scoring.scoring.STANDARD`).
 
 Each patient goes through the library calls of the workflow's per-patient rules: synthetic
 DICOM series (`synth_patient`), ingest (`read_study`), heart mask (`segment_volume`),
@@ -20,7 +20,7 @@ so the four add up to the score. A diagnostic row scores only the true coronary 
 the heart mask: truth minus that is what the mask cuts off. The truth is never used to score.
 
 A second diagnostic row is the ceiling of the hybrid score on the cropped dataset: the hybrid
-rule (`cacflow.scoring.hybrid_scores`: a classical lesion counts when a tile that shows it is
+rule (`cacflow.scoring.scoring.hybrid_scores`: a classical lesion counts when a tile that shows it is
 called calcium) with a perfect tile classifier, one that calls a tile calcium exactly when
 it shows a true coronary calcium pixel (>= 130 HU) inside the heart mask. A trained network
 can only do as well as that; where the classical score errs, it says how much a classifier
@@ -61,12 +61,12 @@ from _common import (
     score_cohort,
 )
 
-from cacflow.agatston import THRESHOLD_HU, agatston_score, risk_category
-from cacflow.agreement import agreement_rows
-from cacflow.datasets import heart_box, tile_boxes
-from cacflow.ingest import read_study, volume_of
+from cacflow.dicom.ingest import read_study, volume_of
+from cacflow.imaging.datasets import heart_box, tile_boxes
 from cacflow.pipeline import StudySettings, coronary_lesion_mask, segment_volume
-from cacflow.scoring import (
+from cacflow.scoring.agatston import THRESHOLD_HU, agatston_score, risk_category
+from cacflow.scoring.agreement import agreement_rows
+from cacflow.scoring.scoring import (
     EXCLUSION_RULES,
     STANDARD,
     ScoringSettings,
@@ -74,7 +74,7 @@ from cacflow.scoring import (
     filter_candidates,
     hybrid_scores,
 )
-from cacflow.synth import SynthSettings, synth_patient
+from cacflow.synthetic.synth import SynthSettings, synth_patient
 
 ICC_TARGET, KAPPA_TARGET = 0.95, 0.90
 CLASSICAL = "classical (rules on)"
@@ -175,7 +175,7 @@ def perfect_tile_calls(
 
 
 def score_rows(patients: list[dict]) -> list[dict]:
-    """Merged-table rows (cacflow.scoring.MERGED_COLUMNS) of both scores and the diagnostic."""
+    """Merged-table rows (cacflow.scoring.scoring.MERGED_COLUMNS) of both scores and the diagnostic."""
     rows = []
     for method, key in (
         (STANDARD_METHOD, "standard"),

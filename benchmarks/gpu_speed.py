@@ -3,7 +3,7 @@
     KERAS_BACKEND=jax python benchmarks/gpu_speed.py measure --out DIR [--size 299]
     .venv/bin/python benchmarks/gpu_speed.py record DIR/gpu_speed.json
 
-``measure`` builds each network with `cacflow.models.build_model` (the workflow's own model
+``measure`` builds each network with `cacflow.learning.models.build_model` (the workflow's own model
 code, no TensorFlow) and times, in float32 and in mixed bfloat16:
 
 - training images/s at batch 8 (the paper's) and 64: one jitted step of SGD (momentum 0.9,
@@ -93,7 +93,7 @@ def worker(args: argparse.Namespace) -> None:
     import keras
     import numpy as np
 
-    from cacflow.models import build_model, count_parameters
+    from cacflow.learning.models import build_model, count_parameters
 
     out = Path(args.out)
     device = jax.devices()[0]
@@ -374,7 +374,7 @@ def pack(args: argparse.Namespace) -> None:
     from PIL import Image
 
     sys.path.insert(0, str(REPO_ROOT / "workflow" / "scripts"))
-    from cacflow.inputs import split_table
+    from cacflow.learning.inputs import split_table
 
     results = Path(args.results)
     rng = np.random.default_rng(args.seed)
@@ -416,7 +416,7 @@ def train(args: argparse.Namespace) -> None:
     import numpy as np
     from sklearn.metrics import roc_auc_score
 
-    from cacflow.models import build_model
+    from cacflow.learning.models import build_model
 
     data = np.load(args.npz)
     train_x = jax.device_put(data["train_x"])

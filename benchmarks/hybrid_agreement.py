@@ -6,7 +6,7 @@ library call (`predict_study`): ingest, heart mask, the images of the model's da
 classifier on every image, then the classical score (the standard algorithm inside the mask
 less its rules, `ScoringSettings()`) and the hybrid one (the classical lesions an image called
 calcium shows). Both are compared with the truth by ICC(A,1), linearly weighted kappa over
-the risk categories, Bland-Altman and category accuracy (`cacflow.agreement`), against the
+the risk categories, Bland-Altman and category accuracy (`cacflow.scoring.agreement`), against the
 targets of the scoring issue: ICC >= 0.95, kappa >= 0.90, and the hybrid better than the
 classical score on both. The cohort should be one the model was not trained on (another
 seed); `benchmarks/agatston_agreement.py` gives the ceiling of the hybrid rule (a perfect
@@ -36,11 +36,11 @@ from _common import (
     score_cohort,
 )
 
-from cacflow.agatston import risk_category
-from cacflow.agreement import agreement_rows
 from cacflow.predict import predict_study
-from cacflow.scoring import DEFAULT_HYBRID_THRESHOLD
-from cacflow.synth import synth_patient
+from cacflow.scoring.agatston import risk_category
+from cacflow.scoring.agreement import agreement_rows
+from cacflow.scoring.scoring import DEFAULT_HYBRID_THRESHOLD
+from cacflow.synthetic.synth import synth_patient
 
 ICC_TARGET, KAPPA_TARGET = 0.95, 0.90
 

@@ -30,11 +30,11 @@ from pathlib import Path
 import pydicom
 from _common import append_section
 
-from cacflow.ingest import read_study, volume_of
+from cacflow.dicom.ingest import read_study, volume_of
+from cacflow.imaging.segmentation import segment_heart
 from cacflow.patients import read_label_table, synthetic_patient_ids
 from cacflow.pipeline import StudySettings, make_datasets, process_study
-from cacflow.segmentation import segment_heart
-from cacflow.synth import SynthSettings, synth_cohort
+from cacflow.synthetic.synth import SynthSettings, synth_cohort
 
 TARGET_SLICES_PER_S = 20.0
 

@@ -1,5 +1,5 @@
 """Images/s delivered to a model, 299 px, batch 8, with the paper's augmentation: the tf.data
-pipeline of cacflow.inputs against Keras ImageDataGenerator.flow_from_dataframe (the paper's
+pipeline of cacflow.learning.inputs against Keras ImageDataGenerator.flow_from_dataframe (the paper's
 approach; Keras 3 keeps it only in keras.src.legacy.preprocessing.image) and a plain Python
 loop (PIL + scipy, the materialized augmentation's code), in one run on the same cores.
 
@@ -26,9 +26,15 @@ from _common import append_section
 from PIL import Image
 from scipy import ndimage
 
-from cacflow.augment import AugmentSettings, forward_matrices, read_grey, sample_params, warp
-from cacflow.datasets import png_bytes
-from cacflow.inputs import ImageTable, PipelineSettings, build_pipeline
+from cacflow.imaging.datasets import png_bytes
+from cacflow.learning.augment import (
+    AugmentSettings,
+    forward_matrices,
+    read_grey,
+    sample_params,
+    warp,
+)
+from cacflow.learning.inputs import ImageTable, PipelineSettings, build_pipeline
 
 SIZE, BATCH, TARGET_RATIO = 299, 8, 5.0
 

@@ -11,7 +11,7 @@ imports included.
 
 Without `--models`, the models are the network of `--network` with random weights at each
 `--image-size`, saved with the preprocessing of config.yaml's ``datasets:`` section (what
-`cacflow.model_file.save_model` stores): speed does not depend on the weights, so no training
+`cacflow.learning.model_file.save_model` stores): speed does not depend on the weights, so no training
 is needed. `--models` takes trained model.keras files instead.
 
     .venv/bin/python benchmarks/predict_speed.py [--network resnet50] [--image-size 75 299]
@@ -35,7 +35,7 @@ from pathlib import Path
 import yaml
 from _common import REPO_ROOT, append_section
 
-from cacflow.synth import SynthSettings, simulate_patient, synth_patient
+from cacflow.synthetic.synth import SynthSettings, simulate_patient, synth_patient
 
 STAGES = ("model", "read", "segmentation", "images", "classifier", "scoring", "overlay")
 SETTINGS = SynthSettings(size=512, slice_thickness_mm=(2.5,))
@@ -55,9 +55,9 @@ def untrained_models(work: Path, network: str, sizes: list[int]) -> list[Path]:
     """A cacflow model file per dataset kind and input size, random weights."""
     import keras
 
-    from cacflow.datasets import DATASETS
-    from cacflow.model_file import Preprocessing, save_model
-    from cacflow.models import build_model
+    from cacflow.imaging.datasets import DATASETS
+    from cacflow.learning.model_file import Preprocessing, save_model
+    from cacflow.learning.models import build_model
 
     datasets = yaml.safe_load((REPO_ROOT / "config.yaml").read_text())["datasets"]
     paths = []

@@ -48,14 +48,14 @@ import numpy as np
 from _common import REPO_ROOT, append_section
 from scipy import ndimage
 
-from cacflow import phantom
 from cacflow import segmentation as current_segmentation
-from cacflow.agatston import MIN_AREA_MM2, THRESHOLD_HU
-from cacflow.ingest import read_study, volume_of
+from cacflow.dicom.ingest import read_study, volume_of
 from cacflow.patients import synthetic_patient_ids
-from cacflow.synth import SynthSettings, simulate_patient, synth_patient
+from cacflow.scoring.agatston import MIN_AREA_MM2, THRESHOLD_HU
+from cacflow.synthetic import phantom
+from cacflow.synthetic.synth import SynthSettings, simulate_patient, synth_patient
 
-SEGMENTATION_PATH = "workflow/scripts/cacflow/segmentation.py"
+SEGMENTATION_PATH = "workflow/scripts/cacflow/imaging/segmentation.py"
 
 
 @dataclass

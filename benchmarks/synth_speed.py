@@ -30,7 +30,7 @@ import pydicom
 from _common import append_section
 
 from cacflow.patients import synthetic_patient_ids
-from cacflow.synth import SynthSettings, simulate_patient, synth_cohort
+from cacflow.synthetic.synth import SynthSettings, simulate_patient, synth_cohort
 
 TARGET_SLICES_PER_S = 20.0
 RADON_SLICES = [0, 1, 2]

@@ -27,9 +27,9 @@ import yaml
 from _common import REPO_ROOT, append_section
 from sklearn.metrics import roc_auc_score
 
-from cacflow.augment import AugmentSettings
-from cacflow.inputs import PipelineSettings
-from cacflow.training import TrainPaths, TrainSettings, train_classifier
+from cacflow.learning.augment import AugmentSettings
+from cacflow.learning.inputs import PipelineSettings
+from cacflow.learning.training import TrainPaths, TrainSettings, train_classifier
 
 
 def config_with(configfiles: list[Path], changes: list[str]) -> dict:

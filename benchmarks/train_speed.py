@@ -25,10 +25,10 @@ import tensorflow as tf
 from _common import append_section
 from scipy import ndimage
 
-from cacflow.datasets import png_bytes
-from cacflow.inputs import ImageTable, PipelineSettings, build_pipeline
-from cacflow.models import build_model
-from cacflow.training import gpu_present, inference_ms
+from cacflow.imaging.datasets import png_bytes
+from cacflow.learning.inputs import ImageTable, PipelineSettings, build_pipeline
+from cacflow.learning.models import build_model
+from cacflow.learning.training import gpu_present, inference_ms
 
 BATCH = 8
 
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
             "Batches of 8, SGD as in training; one warm-up fit builds the graphs before "
             f"{args.steps} timed batches. 'random tensors': a Keras fit on arrays in memory "
             "(the reference the issue quotes); 'tf.data from PNG': the same fit fed by "
-            "cacflow.inputs (decode, resize, cache) from 299 px PNGs. Inference: forward "
+            "cacflow.learning.inputs (decode, resize, cache) from 299 px PNGs. Inference: forward "
             "passes after warm-up (the paper: 24 ms/image, ResNet50 on an RTX 2080).",
             table_md,
             cores_used=f"all {os.cpu_count()} (TensorFlow threads)",

@@ -32,7 +32,7 @@ from _common import (
 from sklearn.metrics import roc_auc_score
 
 from cacflow.predict import predict_study
-from cacflow.synth import synth_patient
+from cacflow.synthetic.synth import synth_patient
 from cacflow.tables import read_tsv
 
 SLICE_AUC_TARGET = 0.95

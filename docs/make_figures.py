@@ -25,10 +25,10 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from PIL import Image
 
-from cacflow.datasets import DatasetSettings, SliceLabel, build_patient_datasets
+from cacflow.imaging.datasets import DatasetSettings, SliceLabel, build_patient_datasets
+from cacflow.imaging.segmentation import segment_heart, segmentation_scores
 from cacflow.patients import synthetic_patient_ids
-from cacflow.segmentation import segment_heart, segmentation_scores
-from cacflow.synth import (
+from cacflow.synthetic.synth import (
     SimulatedPatient,
     SynthSettings,
     simulate_patient,

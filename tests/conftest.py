@@ -94,7 +94,7 @@ def make_datasets(root: Path, ids: list[str], size: int = 160) -> Path:
     import io
 
     from cacflow.pipeline import StudySettings, process_study
-    from cacflow.synth import SynthSettings, synth_patient
+    from cacflow.synthetic.synth import SynthSettings, synth_patient
     from cacflow.tables import read_tsv, write_tsv
 
     cohort, results = root / "cohort", root / "results"

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from cacflow.agatston import agatston_score, cac_class, density_weight, risk_category
+from cacflow.scoring.agatston import agatston_score, cac_class, density_weight, risk_category
 
 SPACING = (0.5, 0.5)  # 0.25 mm^2 per pixel
 

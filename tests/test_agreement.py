@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cacflow.agatston import risk_category
-from cacflow.agatston_figures import draw_bland_altman, draw_scatter, scores_by_method
-from cacflow.agreement import (
+from cacflow.reporting.agatston_figures import draw_bland_altman, draw_scatter, scores_by_method
+from cacflow.scoring.agatston import risk_category
+from cacflow.scoring.agreement import (
     AGREEMENT_COLUMNS,
     agreement_rows,
     bland_altman,

@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cacflow import augment
-from cacflow.augment import (
+from cacflow.learning import augment
+from cacflow.learning.augment import (
     IDENTITY,
     AugmentSettings,
     augment_dataset,

@@ -18,7 +18,7 @@ STEP = """
 import json, sys
 import numpy as np
 import keras
-from cacflow.models import REGISTRY, build_model
+from cacflow.learning.models import REGISTRY, build_model
 
 report = {}
 for name, net in REGISTRY.items():
@@ -56,7 +56,7 @@ def test_every_network_trains_without_tensorflow(backend):
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report.pop("backend") == backend
     assert report.pop("tensorflow_imported") is False
-    from cacflow.models import REGISTRY
+    from cacflow.learning.models import REGISTRY
 
     assert set(report) == set(REGISTRY)
     for name, result in report.items():

@@ -13,8 +13,7 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from cacflow.agatston import agatston_score, cac_class, density_weight
-from cacflow.datasets import (
+from cacflow.imaging.datasets import (
     DATASETS,
     MANIFEST_COLUMNS,
     DatasetError,
@@ -27,7 +26,8 @@ from cacflow.datasets import (
     slice_labels_from_table,
     window_to_uint8,
 )
-from cacflow.synth import SynthSettings, simulate_patient, truth_summary
+from cacflow.scoring.agatston import agatston_score, cac_class, density_weight
+from cacflow.synthetic.synth import SynthSettings, simulate_patient, truth_summary
 from cacflow.tables import read_tsv
 
 SETTINGS = DatasetSettings()

@@ -66,23 +66,18 @@ def _split(entry: str) -> tuple[str, str, str]:
     return match.group(1), match.group(2) or "", match.group(3)
 
 
-def imported_modules(path: Path) -> set[str]:
-    """Absolute top-level and cacflow-internal module names imported anywhere in a file."""
+def imported_modules(path: Path, module_level: bool = False) -> set[str]:
+    """Module names imported anywhere in a file, or only by its top-level statements (the
+    library uses absolute imports only)."""
+    tree = ast.parse(path.read_text())
     names = set()
-    package = path.parent.name == LIBRARY
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in tree.body if module_level else ast.walk(tree):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level and package:
-                base = f"{LIBRARY}.{node.module}" if node.module else LIBRARY
-                names.add(base)
-                if not node.module:
-                    names.update(f"{LIBRARY}.{alias.name}" for alias in node.names)
-            elif node.module:
-                names.add(node.module)
-                if node.module == LIBRARY:
-                    names.update(f"{LIBRARY}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            if node.module.split(".")[0] == LIBRARY:  # from cacflow.x import y: y may be a module
+                names.update(f"{node.module}.{alias.name}" for alias in node.names)
     return names
 
 
@@ -99,9 +94,8 @@ def third_party_imports(script: Path) -> set[str]:
         for name in imported_modules(path):
             top = name.split(".")[0]
             if top == LIBRARY:
-                module = SCRIPTS_DIR / Path(*name.split(".")).with_suffix(".py")
-                if module.exists():
-                    todo.append(module)
+                base = SCRIPTS_DIR / Path(*name.split("."))
+                todo += [m for m in (base.with_suffix(".py"), base / "__init__.py") if m.exists()]
             elif top not in sys.stdlib_module_names and top != "__future__":
                 external.add(top)
     return external
@@ -155,7 +149,7 @@ def test_rule_env_provides_what_its_script_imports(rule):
 
 
 def test_import_closure_follows_the_library():
-    # process_patient reaches scipy only through cacflow.segmentation: the walk must see it.
+    # process_patient reaches scipy only through cacflow.imaging.segmentation: the walk must see it.
     modules = third_party_imports(SCRIPTS_DIR / "process_patient.py")
     assert {"numpy", "scipy"} <= modules
 
@@ -163,4 +157,26 @@ def test_import_closure_follows_the_library():
 def test_the_module_the_snakefile_imports_needs_no_third_party_package():
     # common.smk imports cacflow.patients while planning, before any rule env exists.
     assert third_party_imports(SCRIPTS_DIR / "cacflow" / "patients.py") == set()
-    assert {"numpy"} <= third_party_imports(SCRIPTS_DIR / "cacflow" / "synth.py")
+    assert {"numpy"} <= third_party_imports(SCRIPTS_DIR / "cacflow" / "synthetic" / "synth.py")
+
+
+def test_the_library_has_no_import_cycle():
+    # Module-level imports only: an import inside a function runs once every module loaded.
+    graph = {}
+    for path in (SCRIPTS_DIR / LIBRARY).rglob("*.py"):
+        name = ".".join(path.relative_to(SCRIPTS_DIR).with_suffix("").parts)
+        imports = imported_modules(path, module_level=True)
+        graph[name.removesuffix(".__init__")] = {n for n in imports if n.startswith(LIBRARY)}
+    assert len(graph) > 30 and "cacflow.learning.training" in graph
+    done: set[str] = set()
+
+    def visit(name: str, trail: list[str]) -> None:
+        assert name not in trail, f"import cycle: {' -> '.join([*trail, name])}"
+        if name in done:
+            return
+        for child in sorted(graph[name] & set(graph)):
+            visit(child, [*trail, name])
+        done.add(name)
+
+    for name in sorted(graph):
+        visit(name, [])

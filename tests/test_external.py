@@ -9,7 +9,7 @@ import pydicom
 import pytest
 import yaml
 
-from cacflow.gradcam import pointing_game
+from cacflow.learning.gradcam import pointing_game
 from cacflow.predict import predict_study
 from cacflow.tables import read_tsv
 

@@ -1,4 +1,4 @@
-"""Grad-CAM (cacflow.gradcam): the heat map of a small CNN trained to find a bright spot
+"""Grad-CAM (cacflow.learning.gradcam): the heat map of a small CNN trained to find a bright spot
 peaks on the spot; the ResNet50 model of the workflow gives maps of its input's size in
 [0, 1]; example selection; the Grad-CAM figure."""
 
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cacflow.eval_figures import plot_gradcam_grid
-from cacflow.gradcam import GradCamError, grad_cam, last_conv_layer_name, select_examples
+from cacflow.learning.gradcam import GradCamError, grad_cam, last_conv_layer_name, select_examples
+from cacflow.reporting.eval_figures import plot_gradcam_grid
 
 SIZE = 32
 
@@ -28,7 +28,7 @@ def spot_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def workflow_head(inputs, features) -> keras.Model:
-    """The head the workflow's models end in (cacflow.models)."""
+    """The head the workflow's models end in (cacflow.learning.models)."""
     x = keras.layers.GlobalAveragePooling2D(name="pool")(features)
     x = keras.layers.Dropout(0.2, name="dropout")(x)
     outputs = keras.layers.Dense(2, activation="softmax", dtype="float32", name="predictions")(x)
@@ -120,7 +120,7 @@ def test_gradcam_figure(tmp_path, spot_model):
 
 
 def test_heat_near_lesions_is_the_share_of_heat_within_the_radius():
-    from cacflow.gradcam import heat_near_lesions
+    from cacflow.learning.gradcam import heat_near_lesions
 
     lesion = np.zeros((40, 40), bool)
     lesion[20, 20] = True

@@ -17,8 +17,8 @@ from pydicom import uid
 from pydicom.data import get_testdata_file
 from pydicom.pixels import apply_rescale
 
-from cacflow.dicom_io import derived_uid
-from cacflow.ingest import (
+from cacflow.dicom.dicom_io import derived_uid
+from cacflow.dicom.ingest import (
     AmbiguousSeriesError,
     DecoderMissingError,
     DuplicateSliceError,
@@ -38,7 +38,7 @@ from cacflow.ingest import (
 )
 from cacflow.patients import pseudonym, read_label_table
 from cacflow.pipeline import StudySettings, process_study
-from cacflow.synth import SynthSettings, synth_cohort
+from cacflow.synthetic.synth import SynthSettings, synth_cohort
 
 PID = "SYN0001"
 
@@ -229,7 +229,7 @@ def test_missing_decoder_names_the_package(study):
     # Hide both JPEG-LS decoders (pyjpegls and pylibjpeg) from pydicom, in a fresh process.
     code = (
         "import sys; sys.modules['jpeg_ls'] = None; sys.modules['pylibjpeg'] = None\n"
-        "from cacflow.ingest import read_study\n"
+        "from cacflow.dicom.ingest import read_study\n"
         f"r = read_study({str(study)!r}, {PID!r}); print(type(r.error).__name__, r.error)"
     )
     out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True)

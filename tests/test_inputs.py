@@ -5,8 +5,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cacflow.augment import AugmentSettings, augment_dataset, forward_matrices, sample_params, warp
-from cacflow.inputs import (
+from cacflow.learning.augment import (
+    AugmentSettings,
+    augment_dataset,
+    forward_matrices,
+    sample_params,
+    warp,
+)
+from cacflow.learning.inputs import (
     LeakError,
     PipelineSettings,
     build_pipeline,

@@ -1,4 +1,4 @@
-"""Evaluation (cacflow.metrics, cacflow.paper, cacflow.eval_figures): metrics hand-computed on
+"""Evaluation (cacflow.reporting.metrics, cacflow.reporting.paper, cacflow.reporting.eval_figures): metrics hand-computed on
 a tiny example, the per-patient call, patient bootstrap intervals, the metrics table, the
 comparison with the paper's Table 3, and the figures."""
 
@@ -10,13 +10,13 @@ import pytest
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
-from cacflow.eval_figures import (
+from cacflow.reporting.eval_figures import (
     confusions_from_rows,
     plot_confusion_matrices,
     plot_roc_curves,
     plot_training_curves,
 )
-from cacflow.metrics import (
+from cacflow.reporting.metrics import (
     METRIC_COLUMNS,
     METRICS,
     MetricsError,
@@ -25,7 +25,7 @@ from cacflow.metrics import (
     metrics_rows,
     patient_level,
 )
-from cacflow.paper import TABLE1, TABLE3_COMPARISON_COLUMNS, TABLE3_PCT, table3_comparison
+from cacflow.reporting.paper import TABLE1, TABLE3_COMPARISON_COLUMNS, TABLE3_PCT, table3_comparison
 from cacflow.tables import read_tsv, write_tsv
 
 # Three patients, eight images. Calcium is called when P(calcium) > 0.5.

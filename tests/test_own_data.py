@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from cacflow.patients import pseudonym
-from cacflow.synth import SynthSettings, synth_cohort
+from cacflow.synthetic.synth import SynthSettings, synth_cohort
 
 GOOD = ["SYN0001", "SYN0002"]
 # The stages this file checks (two good patients are too few to split: later stages wait).

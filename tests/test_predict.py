@@ -9,7 +9,7 @@ with another cacflow.json: the network takes any image at its input size, and wh
 is that the stored preprocessing, not the config, makes the images.
 
 The classical score is the standard algorithm inside the heart mask less the candidates its
-rules reject (cacflow.scoring, the config's agatston.classical; its agreement with the truth
+rules reject (cacflow.scoring.scoring, the config's agatston.classical; its agreement with the truth
 on the default 20 HU noise is in docs/benchmarks.md, agatston_agreement). It is compared with
 the truth on a 5 HU-noise study without non-coronary calcium at 160 px (2 mm pixels), where
 it is close (measured: 278 vs 295 truth, both 101-400).
@@ -31,17 +31,17 @@ import pytest
 from PIL import Image
 from test_training import DATASETS_CONFIG, TINY
 
-from cacflow.datasets import DatasetSettings
-from cacflow.ingest import IngestSettings, read_study, volume_of
-from cacflow.inputs import PipelineSettings
-from cacflow.model_file import UnusableModelError
+from cacflow.dicom.ingest import IngestSettings, read_study, volume_of
+from cacflow.imaging.datasets import DatasetSettings
+from cacflow.learning.inputs import PipelineSettings
+from cacflow.learning.model_file import UnusableModelError
+from cacflow.learning.training import TrainPaths, train_classifier
 from cacflow.patients import pseudonym
 from cacflow.pipeline import StudySettings, process_study, segment_volume
 from cacflow.predict import predict_study
-from cacflow.scoring import score_volume
-from cacflow.synth import SynthSettings, synth_patient
+from cacflow.scoring.scoring import score_volume
+from cacflow.synthetic.synth import SynthSettings, synth_patient
 from cacflow.tables import read_tsv, write_tsv
-from cacflow.training import TrainPaths, train_classifier
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = REPO_ROOT / "workflow" / "schemas" / "prediction.schema.json"
@@ -111,7 +111,7 @@ def cohort(tmp_path_factory) -> Path:
 
 
 def truth_row(cohort: Path) -> dict:
-    """The synthetic truth: cacflow.agatston on the true coronary lesion map."""
+    """The synthetic truth: cacflow.scoring.agatston on the true coronary lesion map."""
     return read_tsv(cohort / "calcium" / "truth" / f"{CALCIUM_PID}.summary.tsv")[0]
 
 

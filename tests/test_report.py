@@ -1,5 +1,5 @@
-"""The final report: one self-contained HTML page (cacflow.report), the dataset examples
-figure (cacflow.example_figures), the report rule's place in the workflow, and the page as a
+"""The final report: one self-contained HTML page (cacflow.reporting.report), the dataset examples
+figure (cacflow.reporting.example_figures), the report rule's place in the workflow, and the page as a
 browser shows it (headless Chromium)."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from cacflow.example_figures import draw_examples, pick_examples
-from cacflow.report import TABLE_KEYS, demo_preset, write_report
+from cacflow.reporting.example_figures import draw_examples, pick_examples
+from cacflow.reporting.report import TABLE_KEYS, demo_preset, write_report
 from cacflow.tables import read_tsv, write_tsv
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

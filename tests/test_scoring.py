@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import yaml
 
-from cacflow.agatston import agatston_score
-from cacflow.datasets import DatasetSettings, build_patient_datasets
-from cacflow.ingest import Volume, read_study, volume_of
+from cacflow.dicom.ingest import Volume, read_study, volume_of
+from cacflow.imaging.datasets import DatasetSettings, build_patient_datasets
 from cacflow.pipeline import StudySettings, coronary_lesion_mask, segment_volume
-from cacflow.scoring import (
+from cacflow.scoring.agatston import agatston_score
+from cacflow.scoring.scoring import (
     LESION_COLUMNS,
     MERGED_COLUMNS,
     PATIENT_COLUMNS,
@@ -23,7 +23,7 @@ from cacflow.scoring import (
     score_volume,
     tissue_noise,
 )
-from cacflow.synth import SynthSettings, synth_patient
+from cacflow.synthetic.synth import SynthSettings, synth_patient
 from cacflow.tables import read_tsv, write_tsv
 
 SPACING = (0.5, 0.5)  # 0.25 mm^2 per pixel

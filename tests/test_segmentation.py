@@ -8,13 +8,13 @@ radon (sinogram) noise model. Targets are asserted on these unseen patients.
 import numpy as np
 import pytest
 
-from cacflow.segmentation import (
+from cacflow.imaging.segmentation import (
     SegmentationError,
     SegmentationSettings,
     segment_heart,
     segmentation_scores,
 )
-from cacflow.synth import SynthSettings, simulate_patient
+from cacflow.synthetic.synth import SynthSettings, simulate_patient
 
 UNSEEN_SEED = 777
 # (patient, settings): four 512 px patients with 2.5 mm slices and two 256 px patients

@@ -144,7 +144,7 @@ def test_rule_log_receives_header_logging_and_tracebacks(tmp_path):
         "import logging\n"
         "from cacflow.runlog import start_rule_log\n"
         f"start_rule_log({str(log)!r}, 'synth_patient')\n"
-        "logging.getLogger('cacflow.synth').info('patient written')\n"
+        "logging.getLogger('cacflow.synthetic.synth').info('patient written')\n"
         "raise ValueError('bad slice')\n"
     )
     env = {**os.environ, "SLURM_JOB_ID": "77", "SLURM_JOB_PARTITION": "cpu"}
@@ -160,7 +160,7 @@ def test_rule_log_receives_header_logging_and_tracebacks(tmp_path):
         "slurm_partition": "cpu",
     }
     text = log.read_text()
-    assert "INFO cacflow.synth: patient written" in text
+    assert "INFO cacflow.synthetic.synth: patient written" in text
     assert "ValueError: bad slice" in text
 
 

@@ -6,7 +6,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from cacflow.splits import (
+from cacflow.learning.splits import (
     SPLITS,
     Patient,
     SplitError,

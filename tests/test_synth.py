@@ -13,10 +13,10 @@ import pydicom
 import pytest
 from pydicom.pixels import apply_modality_lut
 
-from cacflow import phantom
-from cacflow.agatston import RISK_CATEGORIES, agatston_score
 from cacflow.patients import synthetic_patient_ids
-from cacflow.synth import SynthSettings, coronary_slices, simulate_patient
+from cacflow.scoring.agatston import RISK_CATEGORIES, agatston_score
+from cacflow.synthetic import phantom
+from cacflow.synthetic.synth import SynthSettings, coronary_slices, simulate_patient
 
 CACFLOW = Path(sys.executable).parent / "cacflow"
 COHORT_SEED = 11

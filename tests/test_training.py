@@ -1,4 +1,4 @@
-"""Model factory and training (cacflow.models, cacflow.training) on real synthetic images.
+"""Model factory and training (cacflow.learning.models, cacflow.learning.training) on real synthetic images.
 
 The training tests use the two-patient datasets of `mini_datasets` (SYN0006 with coronary
 calcium trains, SYN0001 validates and tests) and VGG16 at 32 px: the machinery, not accuracy.
@@ -18,12 +18,16 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from cacflow.evaluation import PREDICTION_COLUMNS
-from cacflow.inputs import CLASSES, PipelineSettings, build_pipeline, split_table
-from cacflow.model_file import read_preprocessing
-from cacflow.models import REGISTRY, ModelError, batchnorm_layers, build_model, count_parameters
-from cacflow.tables import write_tsv
-from cacflow.training import (
+from cacflow.learning.inputs import CLASSES, PipelineSettings, build_pipeline, split_table
+from cacflow.learning.model_file import read_preprocessing
+from cacflow.learning.models import (
+    REGISTRY,
+    ModelError,
+    batchnorm_layers,
+    build_model,
+    count_parameters,
+)
+from cacflow.learning.training import (
     SUMMARY_COLUMNS,
     TrainingError,
     TrainPaths,
@@ -35,6 +39,8 @@ from cacflow.training import (
     statistics_batches,
     train_classifier,
 )
+from cacflow.reporting.evaluation import PREDICTION_COLUMNS
+from cacflow.tables import write_tsv
 
 TINY = TrainSettings(
     models=("vgg16",),

@@ -13,7 +13,7 @@ from PIL import Image
 from smk_rules import rules
 from snakemake.utils import validate
 
-from cacflow.model_file import read_preprocessing
+from cacflow.learning.model_file import read_preprocessing
 
 TINY_PATIENTS = [f"SYN{i:04d}" for i in range(1, 7)]
 

@@ -70,7 +70,7 @@ def config_files():
 
 def model_training_config(wildcards):
     """The training section as the job of `wildcards.model` needs it: without the lists of
-    what to train, with only this network's per_model entry (cacflow.training applies it),
+    what to train, with only this network's per_model entry (cacflow.learning.training applies it),
     so that adding a network or changing another's keys reruns no other training."""
     section = {
         k: v for k, v in config["training"].items() if k not in TRAINING_LIST_KEYS

@@ -11,7 +11,7 @@ def produced(path):
 
 
 def report_tables():
-    """{key of cacflow.report.TABLE_KEYS: path} of the tables the report shows."""
+    """{key of cacflow.reporting.report.TABLE_KEYS: path} of the tables the report shows."""
     tables = {
         "series": rules.qc_series.output[0],
         "segmentation": rules.qc_segmentation.output[0],

@@ -3,8 +3,8 @@
 import logging
 from pathlib import Path
 
-from cacflow.agreement import AGREEMENT_COLUMNS, agreement_rows
 from cacflow.runlog import start_rule_log
+from cacflow.scoring.agreement import AGREEMENT_COLUMNS, agreement_rows
 from cacflow.tables import read_tsv, write_tsv
 
 start_rule_log(snakemake.log[0], snakemake.rule)

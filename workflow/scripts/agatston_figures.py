@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from cacflow.agatston_figures import draw_bland_altman, draw_scatter, scores_by_method
+from cacflow.reporting.agatston_figures import draw_bland_altman, draw_scatter, scores_by_method
 from cacflow.runlog import start_rule_log
 from cacflow.tables import read_tsv
 

@@ -4,7 +4,7 @@ method's table (hybrid scores), with the synthetic truth when there is one."""
 from pathlib import Path
 
 from cacflow.runlog import start_rule_log
-from cacflow.scoring import MERGED_COLUMNS, merge_scores
+from cacflow.scoring.scoring import MERGED_COLUMNS, merge_scores
 from cacflow.tables import read_tsv, write_tsv
 
 start_rule_log(snakemake.log[0], snakemake.rule)

@@ -4,9 +4,9 @@ import logging
 from collections import Counter
 from pathlib import Path
 
-from cacflow.augment import AugmentSettings, augment_dataset
+from cacflow.learning.augment import AugmentSettings, augment_dataset
+from cacflow.learning.splits import read_splits
 from cacflow.runlog import start_rule_log
-from cacflow.splits import read_splits
 from cacflow.tables import read_tsv
 
 start_rule_log(snakemake.log[0], snakemake.rule)

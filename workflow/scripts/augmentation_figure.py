@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from cacflow.augment_figure import draw_augmentation_figure
+from cacflow.reporting.augment_figure import draw_augmentation_figure
 from cacflow.runlog import start_rule_log
 from cacflow.tables import read_tsv
 

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from cacflow.datasets import merge_manifests
+from cacflow.imaging.datasets import merge_manifests
 from cacflow.runlog import start_rule_log
 
 start_rule_log(snakemake.log[0], snakemake.rule)

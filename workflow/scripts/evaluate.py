@@ -3,8 +3,8 @@
 import logging
 from pathlib import Path
 
-from cacflow.evaluation import TABLE1_COLUMNS, metrics_table, table1, write_metrics
-from cacflow.paper import TABLE3_COMPARISON_COLUMNS, table3_comparison
+from cacflow.reporting.evaluation import TABLE1_COLUMNS, metrics_table, table1, write_metrics
+from cacflow.reporting.paper import TABLE3_COMPARISON_COLUMNS, table3_comparison
 from cacflow.runlog import start_rule_log
 from cacflow.tables import read_tsv, write_tsv
 

@@ -5,7 +5,11 @@ from pathlib import Path
 
 import numpy as np
 
-from cacflow.eval_figures import confusions_from_rows, plot_confusion_matrices, plot_roc_curves
+from cacflow.reporting.eval_figures import (
+    confusions_from_rows,
+    plot_confusion_matrices,
+    plot_roc_curves,
+)
 from cacflow.runlog import start_rule_log
 from cacflow.tables import read_tsv
 

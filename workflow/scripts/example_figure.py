@@ -3,7 +3,7 @@
 import logging
 from pathlib import Path
 
-from cacflow.example_figures import draw_examples
+from cacflow.reporting.example_figures import draw_examples
 from cacflow.runlog import start_rule_log
 
 start_rule_log(snakemake.log[0], snakemake.rule)

@@ -3,8 +3,8 @@ bootstrap intervals) and the paper's Table 3 beside ours on the external cohort.
 
 from pathlib import Path
 
-from cacflow.evaluation import EXTERNAL_SPLIT, metrics_table, write_metrics
-from cacflow.paper import TABLE3_COMPARISON_COLUMNS, table3_comparison
+from cacflow.reporting.evaluation import EXTERNAL_SPLIT, metrics_table, write_metrics
+from cacflow.reporting.paper import TABLE3_COMPARISON_COLUMNS, table3_comparison
 from cacflow.runlog import start_rule_log
 from cacflow.tables import write_tsv
 

@@ -1,13 +1,18 @@
 """Rule external_pointing: the share of each network's Grad-CAM heat within 5 mm of a true
 lesion, over its true-positive calcium images of the external cohort
-(cacflow.gradcam.pointing_game)."""
+(cacflow.learning.gradcam.pointing_game)."""
 
 from pathlib import Path
 
 import keras
 
-from cacflow.gradcam import POINTING_COLUMNS, POINTING_RADIUS_MM, pointing_game, pointing_row
-from cacflow.model_file import read_preprocessing
+from cacflow.learning.gradcam import (
+    POINTING_COLUMNS,
+    POINTING_RADIUS_MM,
+    pointing_game,
+    pointing_row,
+)
+from cacflow.learning.model_file import read_preprocessing
 from cacflow.runlog import start_rule_log
 from cacflow.tables import read_tsv, write_tsv
 

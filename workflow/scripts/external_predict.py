@@ -1,10 +1,10 @@
 """Rule external_predict: one trained network's P(calcium) for every image of its dataset in
-the external cohort (cacflow.external.predict_cohort)."""
+the external cohort (cacflow.learning.external.predict_cohort)."""
 
 from pathlib import Path
 
-from cacflow.evaluation import PREDICTION_COLUMNS
-from cacflow.external import predict_cohort
+from cacflow.learning.external import predict_cohort
+from cacflow.reporting.evaluation import PREDICTION_COLUMNS
 from cacflow.runlog import start_rule_log
 from cacflow.tables import write_tsv
 

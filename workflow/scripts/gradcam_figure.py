@@ -6,9 +6,9 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from cacflow.eval_figures import plot_gradcam_grid
-from cacflow.gradcam import test_examples
-from cacflow.model_file import read_preprocessing
+from cacflow.learning.gradcam import test_examples
+from cacflow.learning.model_file import read_preprocessing
+from cacflow.reporting.eval_figures import plot_gradcam_grid
 from cacflow.runlog import start_rule_log
 from cacflow.tables import read_tsv
 

@@ -1,12 +1,12 @@
 """Rules hybrid_scores and external_hybrid_scores: the classical lesions of each patient of
 one split (test, or the external cohort) kept only where the network calls an image that shows
-them calcium (cacflow.scoring.hybrid_scores)."""
+them calcium (cacflow.scoring.scoring.hybrid_scores)."""
 
 import logging
 from pathlib import Path
 
 from cacflow.runlog import start_rule_log
-from cacflow.scoring import PATIENT_COLUMNS, hybrid_scores
+from cacflow.scoring.scoring import PATIENT_COLUMNS, hybrid_scores
 from cacflow.tables import read_tsv, write_tsv
 
 start_rule_log(snakemake.log[0], snakemake.rule)

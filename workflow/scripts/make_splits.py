@@ -3,14 +3,14 @@
 import logging
 from pathlib import Path
 
-from cacflow.runlog import start_rule_log
-from cacflow.splits import (
+from cacflow.learning.splits import (
     SPLIT_COLUMNS,
     SplitSettings,
     patients_from_manifest,
     patients_from_truth,
     split_patients,
 )
+from cacflow.runlog import start_rule_log
 from cacflow.tables import read_tsv, write_tsv
 
 start_rule_log(snakemake.log[0], snakemake.rule)

@@ -9,12 +9,12 @@ import logging
 import sys
 from pathlib import Path
 
-from cacflow.datasets import DatasetSettings
-from cacflow.ingest import IngestSettings
+from cacflow.dicom.ingest import IngestSettings
+from cacflow.imaging.datasets import DatasetSettings
 from cacflow.patients import read_label_table
 from cacflow.pipeline import PatientFiles, StudySettings, run_patient, settings_from, write_refused
 from cacflow.runlog import start_rule_log
-from cacflow.scoring import ScoringSettings
+from cacflow.scoring.scoring import ScoringSettings
 
 start_rule_log(snakemake.log[0], snakemake.rule)
 log = logging.getLogger("patient")

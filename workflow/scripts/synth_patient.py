@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from cacflow.runlog import start_rule_log
-from cacflow.synth import SynthSettings, synth_patient
+from cacflow.synthetic.synth import SynthSettings, synth_patient
 
 # Header (host, SLURM job), tracebacks and log records go to the rule's log.
 start_rule_log(snakemake.log[0], snakemake.rule)

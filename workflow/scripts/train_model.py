@@ -1,11 +1,11 @@
-"""Rule train_model: one network trained on one dataset (cacflow.training)."""
+"""Rule train_model: one network trained on one dataset (cacflow.learning.training)."""
 
 from pathlib import Path
 
-from cacflow.augment import AugmentSettings
-from cacflow.inputs import PipelineSettings
+from cacflow.learning.augment import AugmentSettings
+from cacflow.learning.inputs import PipelineSettings
+from cacflow.learning.training import TrainPaths, TrainSettings, train_classifier, write_summary
 from cacflow.runlog import start_rule_log
-from cacflow.training import TrainPaths, TrainSettings, train_classifier, write_summary
 
 start_rule_log(snakemake.log[0], snakemake.rule)
 out_dir = Path(snakemake.output.model).parent

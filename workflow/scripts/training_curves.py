@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from cacflow.eval_figures import plot_training_curves
+from cacflow.reporting.eval_figures import plot_training_curves
 from cacflow.runlog import start_rule_log
 
 start_rule_log(snakemake.log[0], snakemake.rule)

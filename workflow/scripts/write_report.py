@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from cacflow.report import TABLE_KEYS, demo_preset, write_report
+from cacflow.reporting.report import TABLE_KEYS, demo_preset, write_report
 from cacflow.runlog import start_rule_log
 
 start_rule_log(snakemake.log[0], snakemake.rule)

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__
+from cacflow import __version__
 
 EXIT_OK, EXIT_REFUSED, EXIT_MODEL, EXIT_USAGE = 0, 2, 3, 64
 
@@ -29,7 +29,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from .synth import SynthSettings, synth_cohort
+    from cacflow.synthetic.synth import SynthSettings, synth_cohort
 
     settings = SynthSettings(
         seed=args.seed,
@@ -55,10 +55,10 @@ def _synth(args: argparse.Namespace) -> int:
 def _ingest(args: argparse.Namespace) -> int:
     import yaml
 
-    from .ingest import IngestSettings
-    from .patients import pseudonym, read_label_table
-    from .pipeline import StudySettings, process_study, settings_from
-    from .scoring import ScoringSettings
+    from cacflow.dicom.ingest import IngestSettings
+    from cacflow.patients import pseudonym, read_label_table
+    from cacflow.pipeline import StudySettings, process_study, settings_from
+    from cacflow.scoring.scoring import ScoringSettings
 
     study = Path(args.study_dir)
     sections = {}
@@ -121,12 +121,12 @@ def _predict(args: argparse.Namespace) -> int:
             sections = yaml.safe_load(Path(args.config).read_text()) or {}
         except (OSError, yaml.YAMLError) as error:
             return usage(f"--config {args.config}: {str(error).splitlines()[0]}")
-    from .ingest import IngestError, IngestSettings
-    from .model_file import UnusableModelError
-    from .pipeline import StudySettings, settings_from
-    from .predict import patient_name, predict_study
-    from .prediction_record import summary_lines
-    from .scoring import ScoringSettings
+    from cacflow.dicom.ingest import IngestError, IngestSettings
+    from cacflow.learning.model_file import UnusableModelError
+    from cacflow.pipeline import StudySettings, settings_from
+    from cacflow.predict import patient_name, predict_study
+    from cacflow.prediction_record import summary_lines
+    from cacflow.scoring.scoring import ScoringSettings
 
     ingest_section = dict(sections.get("ingest") or {})
     if args.pseudonymize:

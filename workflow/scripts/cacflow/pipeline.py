@@ -15,17 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import settings_from_config
-from .datasets import (
-    DATASETS,
-    MANIFEST_COLUMNS,
-    DatasetSettings,
-    PatientDatasets,
-    build_patient_datasets,
-    merge_manifests,
-    slice_labels_from_table,
-)
-from .ingest import (
+from cacflow import settings_from_config
+from cacflow.dicom.ingest import (
     QC_COLUMNS,
     IngestSettings,
     StudyReport,
@@ -35,9 +26,24 @@ from .ingest import (
     read_study,
     volume_of,
 )
-from .scoring import LESION_COLUMNS, PATIENT_COLUMNS, PatientScore, ScoringSettings, score_volume
-from .segmentation import SegmentationSettings, segment_heart, segmentation_scores
-from .tables import save_npz, write_tsv
+from cacflow.imaging.datasets import (
+    DATASETS,
+    MANIFEST_COLUMNS,
+    DatasetSettings,
+    PatientDatasets,
+    build_patient_datasets,
+    merge_manifests,
+    slice_labels_from_table,
+)
+from cacflow.imaging.segmentation import SegmentationSettings, segment_heart, segmentation_scores
+from cacflow.scoring.scoring import (
+    LESION_COLUMNS,
+    PATIENT_COLUMNS,
+    PatientScore,
+    ScoringSettings,
+    score_volume,
+)
+from cacflow.tables import save_npz, write_tsv
 
 SEGMENTATION_QC_COLUMNS = (
     "patient_id",

@@ -3,18 +3,18 @@
 The same code as the workflow, in the same order:
 
 1. ingest (`cacflow.pipeline.read_checked_study`): the same checks, PHI guard and one-line
-   reasons; a refused study raises its `cacflow.ingest.IngestError` (before TensorFlow is
+   reasons; a refused study raises its `cacflow.dicom.ingest.IngestError` (before TensorFlow is
    imported or the model read: only a missing model file is reported earlier);
 2. the rest of the workflow's per-patient chain (`cacflow.pipeline.process_volume`): heart
    segmentation, the image datasets and the classical Agatston score inside the heart mask.
    The images are made with the window, sizes and grid stored inside the model
-   (``cacflow.json``, written by `cacflow.model_file.save_model`). The model's preprocessing
+   (``cacflow.json``, written by `cacflow.learning.model_file.save_model`). The model's preprocessing
    wins over any config: a model cannot be paired with images made otherwise, and a
    ``.keras`` without ``cacflow.json`` is refused (`UnusableModelError`);
 3. the classifier on every image of the model's dataset, batched, through the training input
-   pipeline (`cacflow.inputs.build_pipeline`: PNG grey levels, area resize to the model's
+   pipeline (`cacflow.learning.inputs.build_pipeline`: PNG grey levels, area resize to the model's
    input, / 255, repeated to its channels);
-4. the hybrid score (`cacflow.scoring.hybrid_scores`: the classical lesions shown by an image
+4. the hybrid score (`cacflow.scoring.scoring.hybrid_scores`: the classical lesions shown by an image
    the model calls calcium, P >= threshold).
 
 Outputs in ``out_dir``, each written atomically (temporary name, then rename):
@@ -48,30 +48,30 @@ from pathlib import Path
 
 import numpy as np
 
-from .datasets import MANIFEST_COLUMNS, DatasetSettings
-from .ingest import IngestSettings, volume_of
-from .model_file import (
+from cacflow.dicom.ingest import IngestSettings, volume_of
+from cacflow.imaging.datasets import MANIFEST_COLUMNS, DatasetSettings
+from cacflow.learning.model_file import (
     UnusableModelError,
     load_classifier,
     model_dataset_settings,
     model_preprocessing,
 )
-from .patients import pseudonym
-from .pipeline import StudySettings, process_volume, read_checked_study
-from .prediction_record import (
+from cacflow.patients import pseudonym
+from cacflow.pipeline import StudySettings, process_volume, read_checked_study
+from cacflow.prediction_record import (
     OVERLAY_PNG,
     PREDICTION_JSON,
     build_record,
     draw_overlay,
     write_record,
 )
-from .scoring import (
+from cacflow.scoring.scoring import (
     DEFAULT_HYBRID_THRESHOLD,
     ScoringSettings,
     hybrid_scores,
     patient_row,
 )
-from .tables import write_tsv
+from cacflow.tables import write_tsv
 
 
 @dataclass
@@ -88,7 +88,7 @@ def classify(model, files: Sequence[str], prep: Mapping, batch_size: int = 32) -
     """P(calcium) of each PNG, fed exactly as in training and evaluation."""
     if not files:
         return np.zeros(0, dtype=np.float32)
-    from .inputs import ImageTable, PipelineSettings, build_pipeline
+    from cacflow.learning.inputs import ImageTable, PipelineSettings, build_pipeline
 
     n = len(files)
     table = ImageTable(
@@ -135,7 +135,7 @@ def predict_study(
     classical score's rules (the config's ``agatston: classical:``; default
     `ScoringSettings()`, the config's defaults). `patient_id`
     defaults to `patient_name`. Raises `UnusableModelError` (model) or the
-    `cacflow.ingest.IngestError` of a refused study, after removing earlier outputs."""
+    `cacflow.dicom.ingest.IngestError` of a refused study, after removing earlier outputs."""
     started = time.perf_counter()
     settings = settings or StudySettings()
     if not 0.0 <= threshold <= 1.0:

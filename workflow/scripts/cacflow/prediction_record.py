@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from .datasets import DatasetSettings
-from .plotting import save_figure
+from cacflow import __version__
+from cacflow.imaging.datasets import DatasetSettings
+from cacflow.reporting.plotting import save_figure
 
 # The stages whose seconds the record keeps, in the order they run.
 STAGES = ("read", "model", "segmentation", "images", "classifier", "scoring", "overlay")
@@ -214,7 +214,7 @@ def draw_overlay(
     import matplotlib.pyplot as plt
     from matplotlib.patches import Circle, Rectangle
 
-    from .datasets import window_to_uint8
+    from cacflow.imaging.datasets import window_to_uint8
 
     picks, n_found = overlay_slices(record)
     n_cols = min(4, len(picks))

@@ -5,7 +5,7 @@ The cohort's images come from the same per-patient chain as the training cohort'
 ``process_external_patient``); each trained model then classifies every labelled image of its
 dataset with `cacflow.predict.classify`, after the checks of `cacflow predict` (the model's
 stored preprocessing, its input and output). The rows have the columns of a training job's
-predictions (`cacflow.evaluation.PREDICTION_COLUMNS`) with split ``external``, so metrics,
+predictions (`cacflow.reporting.evaluation.PREDICTION_COLUMNS`) with split ``external``, so metrics,
 hybrid scores and Table 3 take them as they take the test split.
 """
 
@@ -15,14 +15,14 @@ import logging
 from collections.abc import Mapping
 from pathlib import Path
 
-from .datasets import DatasetSettings
-from .evaluation import EXTERNAL_SPLIT
-from .inputs import CLASSES
-from .model_file import load_classifier, model_preprocessing
-from .predict import classify
-from .tables import read_tsv
+from cacflow.imaging.datasets import DatasetSettings
+from cacflow.learning.inputs import CLASSES
+from cacflow.learning.model_file import load_classifier, model_preprocessing
+from cacflow.predict import classify
+from cacflow.reporting.evaluation import EXTERNAL_SPLIT
+from cacflow.tables import read_tsv
 
-log = logging.getLogger("cacflow.external")
+log = logging.getLogger("cacflow.learning.external")
 
 
 class ExternalCohortError(ValueError):
@@ -35,7 +35,7 @@ def predict_cohort(
 ) -> list[dict]:
     """P(calcium) of every labelled image of the external dataset in `dataset_root` (its
     ``manifest.tsv``), by the model in `model_path`; rows of
-    `cacflow.evaluation.PREDICTION_COLUMNS`."""
+    `cacflow.reporting.evaluation.PREDICTION_COLUMNS`."""
     prep = model_preprocessing(model_path)
     dataset_root = Path(dataset_root)
     dataset = dataset_root.name

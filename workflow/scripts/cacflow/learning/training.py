@@ -41,10 +41,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from . import settings_from_config
-from .augment import AugmentSettings
-from .evaluation import PREDICTED_SPLITS, PREDICTION_COLUMNS
-from .inputs import (
+from cacflow import settings_from_config
+from cacflow.learning.augment import AugmentSettings
+from cacflow.learning.inputs import (
     CLASSES,
     ImageTable,
     InputPipeline,
@@ -52,11 +51,12 @@ from .inputs import (
     build_pipeline,
     split_table,
 )
-from .model_file import Preprocessing, save_model
-from .models import batchnorm_layers, build_model, count_parameters, weights_mode
-from .tables import read_tsv, write_tsv
+from cacflow.learning.model_file import Preprocessing, save_model
+from cacflow.learning.models import batchnorm_layers, build_model, count_parameters, weights_mode
+from cacflow.reporting.evaluation import PREDICTED_SPLITS, PREDICTION_COLUMNS
+from cacflow.tables import read_tsv, write_tsv
 
-log = logging.getLogger("cacflow.training")
+log = logging.getLogger("cacflow.learning.training")
 
 SUMMARY_COLUMNS = (
     "dataset",

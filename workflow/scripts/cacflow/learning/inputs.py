@@ -11,7 +11,7 @@ Design (tf.data performance guide; the 5x target of the input benchmark):
 - PNGs are read with ``tf.io`` and decoded once, single-channel, into a uint8 cache;
 - on-the-fly augmentation (optional, training only) works on whole batches: ONE projective
   resampling per batch (``ImageProjectiveTransformV3``) with the maps of
-  `cacflow.augment.forward_matrices`, instead of one Keras layer per transform;
+  `cacflow.learning.augment.forward_matrices`, instead of one Keras layer per transform;
 - labels stay true on the fly as in the materialized augmentation: the source lesion pixels
   (kept per image as a ragged list of coordinates, decoded from ``lesion_mask``) are mapped
   with the same matrices and counted inside the frame;
@@ -34,10 +34,15 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from . import settings_from_config
-from .augment import IDENTITY, AugmentSettings, forward_matrices, params_from_uniform
-from .splits import SPLITS, read_splits
-from .tables import read_tsv
+from cacflow import settings_from_config
+from cacflow.learning.augment import (
+    IDENTITY,
+    AugmentSettings,
+    forward_matrices,
+    params_from_uniform,
+)
+from cacflow.learning.splits import SPLITS, read_splits
+from cacflow.tables import read_tsv
 
 CLASSES = ("no_calcium", "calcium")  # class index = position
 AUTOTUNE = tf.data.AUTOTUNE
@@ -332,7 +337,7 @@ def kept_lesion_area_mm2(
     points: tf.RaggedTensor, forward: tf.Tensor, pixel_area_mm2: tf.Tensor, height, width
 ) -> tf.Tensor:
     """Per image, the area of its source lesion pixels (ragged (row, col) lists) that the
-    forward maps keep inside the frame, as `cacflow.augment.kept_points` counts them."""
+    forward maps keep inside the frame, as `cacflow.learning.augment.kept_points` counts them."""
     rows = points.value_rowids()
     yx = points.flat_values
     m = tf.gather(tf.cast(forward, tf.float32), rows)

@@ -1,7 +1,7 @@
-"""Evaluation of the trained classifiers from their predictions (cacflow.training writes the
+"""Evaluation of the trained classifiers from their predictions (cacflow.learning.training writes the
 P(calcium) of every validation and test image in ``predictions.tsv``).
 
-- `metrics_table`: `cacflow.metrics.metrics_rows` for every (dataset, model) x split, image
+- `metrics_table`: `cacflow.reporting.metrics.metrics_rows` for every (dataset, model) x split, image
   and patient level, with patient-bootstrap 95 % intervals: ``results/metrics.tsv``;
 - `table1`: the paper's Table 1 regenerated (parameters and inference ms/image, batch 1 and
   32, on the device that ran the training job) beside the paper's values;
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .metrics import METRIC_COLUMNS, metrics_rows
-from .paper import TABLE1
-from .tables import read_tsv, write_tsv
+from cacflow.reporting.metrics import METRIC_COLUMNS, metrics_rows
+from cacflow.reporting.paper import TABLE1
+from cacflow.tables import read_tsv, write_tsv
 
 # predictions.tsv of a training job: P(calcium) of every validation and test image.
 PREDICTION_COLUMNS = (
@@ -35,7 +35,7 @@ PREDICTION_COLUMNS = (
     "probability",
 )
 PREDICTED_SPLITS = ("validation", "test")
-# The split of the images of an external cohort (cacflow.external).
+# The split of the images of an external cohort (cacflow.learning.external).
 EXTERNAL_SPLIT = "external"
 TABLE1_COLUMNS = (
     "model",

@@ -37,8 +37,8 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import get_decoder
 from pydicom.uid import UID
 
-from . import settings_from_config
-from .datasets import DatasetError, slice_labels_from_table
+from cacflow import settings_from_config
+from cacflow.imaging.datasets import DatasetError, slice_labels_from_table
 
 # Sorting and geometry ------------------------------------------------------------------
 MAX_TILT_DEGREES = 30.0

@@ -9,7 +9,7 @@ Sensors 2021, 21, 7059.
 
 The paper's names map to ours: datasets "Original coronary artery calcium score CT-data",
 "Cardiac segmented data", "Cardiac cropped data" are original, segmented, cropped
-(cacflow.datasets.DATASETS); models "Resnet 50" / "Resnet-50", "Resnet v2" (Inception
+(cacflow.imaging.datasets.DATASETS); models "Resnet 50" / "Resnet-50", "Resnet v2" (Inception
 ResNet v2, as the abstract and section 6 name it) and "VGG" are resnet50, inception_resnet_v2 and vgg16 (the
 paper shows VGG16 and VGG19 in Figure 1 and does not say which it trained; 16 is assumed).
 
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from .metrics import select_rows
+from cacflow.reporting.metrics import select_rows
 
 PAPER_GPU = "NVIDIA GeForce RTX 2080"
 PAPER_MODELS = {"Resnet 50": "resnet50", "Resnet v2": "inception_resnet_v2", "VGG": "vgg16"}
@@ -93,7 +93,7 @@ def table3_comparison(our_metric_rows: Iterable[Mapping], split: str = "test") -
     """One row per cell of Table 3 (paper order): the paper's test accuracy beside ours
     (`split`, image level) with its bootstrap interval, all as fractions; ours are NaN
     where that dataset x model was not run. `our_metric_rows` are rows of
-    results/metrics.tsv (cacflow.metrics.metrics_rows, or read back as strings); columns
+    results/metrics.tsv (cacflow.reporting.metrics.metrics_rows, or read back as strings); columns
     TABLE3_COMPARISON_COLUMNS."""
     ours = {(r["dataset"], r["model"]): r for r in select_rows(our_metric_rows, split, "image")}
     rows = []

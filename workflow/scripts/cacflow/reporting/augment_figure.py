@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from PIL import Image
 
-from .plotting import save_figure
+from cacflow.reporting.plotting import save_figure
 
 CLASSES = ("calcium", "no_calcium")
 

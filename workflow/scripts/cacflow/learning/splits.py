@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import settings_from_config
+from cacflow import settings_from_config
 
 SPLITS = ("train", "validation", "test")
 SPLIT_COLUMNS = ("patient_id", "split", "calcium", "risk_category")

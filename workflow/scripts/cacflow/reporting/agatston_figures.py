@@ -13,8 +13,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .agreement import bland_altman, has_truth
-from .plotting import save_figure
+from cacflow.reporting.plotting import save_figure
+from cacflow.scoring.agreement import bland_altman, has_truth
 
 # Upper bounds of the risk categories 0, 1-10, 11-100, 101-400.
 CATEGORY_BOUNDS = (0.5, 10.5, 100.5, 400.5)

@@ -15,7 +15,7 @@ drops black segmentations) and counted.
 Labels. Whole slices (original, segmented) take the calcium label of the user's label
 table. A tile is ``calcium`` when it shows pixels of a qualifying coronary lesion: a 2-D
 8-connected component of (lesion map & HU >= 130) with an area >= 1 mm^2 over the whole
-slice, the standard Agatston lesion (``cacflow.agatston``). Assumptions:
+slice, the standard Agatston lesion (``cacflow.scoring.agatston``). Assumptions:
 
 - only lesion pixels inside the heart mask count, because the rest is black in the image;
   the 1 mm^2 rule applies to the whole component before it is cut by the mask and the grid;
@@ -47,9 +47,15 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from . import settings_from_config
-from .agatston import MIN_AREA_MM2, REFERENCE_SPACING_MM, THRESHOLD_HU, cac_class, density_weight
-from .tables import read_tsv, tsv_columns, write_tsv
+from cacflow import settings_from_config
+from cacflow.scoring.agatston import (
+    MIN_AREA_MM2,
+    REFERENCE_SPACING_MM,
+    THRESHOLD_HU,
+    cac_class,
+    density_weight,
+)
+from cacflow.tables import read_tsv, tsv_columns, write_tsv
 
 DATASETS = ("original", "segmented", "cropped")
 MANIFEST_COLUMNS = (

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import __version__
-from .datasets import DATASETS, DatasetSettings
+from cacflow import __version__
+from cacflow.imaging.datasets import DATASETS, DatasetSettings
 
 PREPROCESSING_ENTRY = "cacflow.json"  # inside model.keras (a zip archive)
 

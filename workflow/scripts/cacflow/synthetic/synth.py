@@ -14,7 +14,7 @@ Per patient the random streams are derived from (seed, patient index), and per s
 from (seed, patient index, slice), so a patient does not change when the cohort grows,
 and any subset of slices renders exactly as in the full series.
 
-The truth score is the standard Agatston algorithm (`cacflow.agatston`) applied to the
+The truth score is the standard Agatston algorithm (`cacflow.scoring.agatston`) applied to the
 stored HU inside the coronary lesion map: what a perfect reader of this image would
 score, noise and partial volume included.
 """
@@ -29,11 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import phantom, settings_from_config
-from .agatston import agatston_score, cac_class
-from .dicom_io import SeriesGeometry, SeriesIdentity, write_ct_series
-from .patients import synthetic_patient_ids, synthetic_patient_index
-from .tables import read_tsv, save_npz, write_tsv
+from cacflow import settings_from_config
+from cacflow.dicom.dicom_io import SeriesGeometry, SeriesIdentity, write_ct_series
+from cacflow.patients import synthetic_patient_ids, synthetic_patient_index
+from cacflow.scoring.agatston import agatston_score, cac_class
+from cacflow.synthetic import phantom
+from cacflow.tables import read_tsv, save_npz, write_tsv
 
 LABEL_COLUMNS = ("patient_id", "instance_number", "sop_instance_uid", "calcium", "cac_class")
 PATIENT_COLUMNS = (

@@ -20,7 +20,7 @@ Geometry: pixel (row, col) has x = col, y = row, centres at integer indices; the
 centre, then flip, zoom (magnification m: content looks m times larger), shear, rotation,
 shift, back from centre. `forward_matrices` is written for numpy or TensorFlow arrays
 (``xp``), so the materialized images here and the on-the-fly augmentation of
-`cacflow.inputs` use the same maps.
+`cacflow.learning.inputs` use the same maps.
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from . import settings_from_config
-from .datasets import png_bytes
-from .tables import write_tsv
+from cacflow import settings_from_config
+from cacflow.imaging.datasets import png_bytes
+from cacflow.tables import write_tsv
 
 # Columns of a parameter vector: degrees, degrees, magnification, 0/1, fractions of the side.
 PARAMS = ("rotation_deg", "shear_deg", "zoom", "flip", "shift_x", "shift_y")

@@ -26,7 +26,7 @@ from numpy.typing import ArrayLike
 from PIL import Image
 from scipy import ndimage
 
-from .metrics import KINDS, outcome_kinds
+from cacflow.reporting.metrics import KINDS, outcome_kinds
 
 POOL_LAYER = "pool"
 # Heat within this distance of a true lesion counts as pointing at it.

@@ -1,10 +1,10 @@
 """The evaluation figures of the report: ROC curves (Fawcett 2006) of the models per dataset,
 confusion matrices, training curves from Keras' CSVLogger history, and Grad-CAM examples
-(Selvaraju et al. 2017; maps from cacflow.gradcam).
+(Selvaraju et al. 2017; maps from cacflow.learning.gradcam).
 
 Functions take arrays (or a history CSV) and an output path; each figure is saved under a
 temporary name in the output's folder and renamed, so a killed job leaves no partial PNG.
-Class conventions are those of cacflow.metrics (1 = calcium, calcium called when
+Class conventions are those of cacflow.reporting.metrics (1 = calcium, calcium called when
 P(calcium) > threshold).
 """
 
@@ -22,8 +22,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 from sklearn.metrics import roc_curve
 
-from .metrics import as_binary_labels, confusion_matrix, outcome_kinds, select_rows
-from .plotting import save_figure
+from cacflow.reporting.metrics import as_binary_labels, confusion_matrix, outcome_kinds, select_rows
+from cacflow.reporting.plotting import save_figure
 
 CLASS_NAMES = ("no_calcium", "calcium")
 

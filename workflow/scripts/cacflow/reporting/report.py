@@ -25,9 +25,9 @@ import platform
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from . import __version__
-from .agatston import RISK_CATEGORIES
-from .tables import read_tsv
+from cacflow import __version__
+from cacflow.scoring.agatston import RISK_CATEGORIES
+from cacflow.tables import read_tsv
 
 # Keys of `tables` in write_report, and the file each stands for.
 TABLE_KEYS = {

@@ -2,9 +2,9 @@
 the candidates that automated CAC software rejects) and hybrid (the classical lesions that a
 CNN's images call calcium), and the merged table.
 
-Classical: `cacflow.agatston.agatston_score` (HU >= 130, 8-connected 2-D lesions >= 1 mm^2,
+Classical: `cacflow.scoring.agatston.agatston_score` (HU >= 130, 8-connected 2-D lesions >= 1 mm^2,
 density weights 1-4, score x slice spacing / 3 mm) on the ingested HU volume restricted to
-the heart mask of `cacflow.segmentation`. The mask holds the aortic root, the valves and
+the heart mask of `cacflow.imaging.segmentation`. The mask holds the aortic root, the valves and
 the mitral annulus, can take in bone at its edge, and on a noisy scan blood and myocardium
 cross 130 HU by chance; a reader clicks such lesions away, automated tools reject them by
 rules or by what they learned (González et al., "Automated Agatston score computation in a
@@ -62,7 +62,7 @@ The volume is taken as contiguous slices; beyond its first and last slice counts
 the heart (a lesion there is never "deep").
 
 Each scored lesion is listed with the images of the datasets that show it, in the
-manifests' coordinates (`cacflow.datasets`): its slice is the DICOM instance number (the
+manifests' coordinates (`cacflow.imaging.datasets`): its slice is the DICOM instance number (the
 manifests' ``slice``), whole-slice images are tile 0, and its cropped tiles are those of the
 3x3 grid over `heart_box` (`tile_boxes`, numbered 1..grid^2 row-major) that hold at least
 one of its pixels. Every lesion pixel is inside the heart mask, so the segmented image and
@@ -85,11 +85,16 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from . import settings_from_config
-from .agatston import MIN_AREA_MM2, THRESHOLD_HU, agatston_score, risk_category
-from .datasets import heart_box, tile_boxes
-from .ingest import Volume
-from .tables import read_tsv
+from cacflow import settings_from_config
+from cacflow.dicom.ingest import Volume
+from cacflow.imaging.datasets import heart_box, tile_boxes
+from cacflow.scoring.agatston import (
+    MIN_AREA_MM2,
+    THRESHOLD_HU,
+    agatston_score,
+    risk_category,
+)
+from cacflow.tables import read_tsv
 
 CLASSICAL = "classical"
 PATIENT_COLUMNS = ("patient_id", "method", "agatston", "volume_mm3", "risk_category", "n_lesions")
@@ -109,7 +114,7 @@ LESION_COLUMNS = (
     "tiles",  # cropped tiles holding lesion pixels, comma-separated (1..grid^2)
 )
 DEFAULT_HYBRID_THRESHOLD = 0.5
-_EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)  # as cacflow.agatston
+_EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)  # as cacflow.scoring.agatston
 # 8-connected within each slice only, for labelling a stack of slices in one call.
 _IN_PLANE = np.zeros((3, 3, 3), dtype=bool)
 _IN_PLANE[1] = True
@@ -520,7 +525,7 @@ def score_volume(
     grid: int = 3,
     settings: ScoringSettings = ScoringSettings(),
 ) -> PatientScore | None:
-    """Classical score of an ingested volume (`cacflow.ingest.volume_of`) with its heart
+    """Classical score of an ingested volume (`cacflow.dicom.ingest.volume_of`) with its heart
     mask (`cacflow.pipeline.segment_volume`); None for a refused study."""
     if volume is None:
         return None

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .agatston import RISK_CATEGORIES
+from cacflow.scoring.agatston import RISK_CATEGORIES
 
 AGREEMENT_COLUMNS = (
     "method",
@@ -117,7 +117,7 @@ def has_truth(row: Mapping) -> bool:
 
 def agreement_rows(score_rows: Iterable[Mapping]) -> list[dict]:
     """One row (`AGREEMENT_COLUMNS`) per method of a merged scores table
-    (`cacflow.scoring.MERGED_COLUMNS`), against the truth columns; patients without a truth
+    (`cacflow.scoring.scoring.MERGED_COLUMNS`), against the truth columns; patients without a truth
     are left out. Methods in order of first appearance."""
     by_method: dict[str, list[Mapping]] = {}
     for row in score_rows:

@@ -3,7 +3,7 @@ patients with coronary calcium, one slice as the paper's three datasets (Lee et 
 the original slice with the heart box of the segmented image, the segmented (heart only)
 image with its tile grid, and the grid x grid cropped tiles, calcium tiles framed red.
 
-Only the dataset manifests (cacflow.datasets: patient_id, slice, tile, path, label, cac_class,
+Only the dataset manifests (cacflow.imaging.datasets: patient_id, slice, tile, path, label, cac_class,
 and the image's box in slice pixels row0/row1/col0/col1; paths relative to the manifest's
 folder) and their PNGs are read. The slice shown per patient is the one with the most
 calcium tiles (the first such slice on a tie), so the choice is deterministic.
@@ -23,8 +23,8 @@ import numpy as np
 from matplotlib.image import imread
 from matplotlib.patches import Rectangle
 
-from .plotting import save_figure
-from .tables import read_tsv
+from cacflow.reporting.plotting import save_figure
+from cacflow.tables import read_tsv
 
 DATASET_NAMES = ("original", "segmented", "cropped")
 CALCIUM = "calcium"

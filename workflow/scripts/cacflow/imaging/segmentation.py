@@ -51,7 +51,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 
-from .agatston import MIN_AREA_MM2, THRESHOLD_HU
+from cacflow.scoring.agatston import MIN_AREA_MM2, THRESHOLD_HU
 
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 # Connectivity within a slice only, for labelling a stack of slices in one call.

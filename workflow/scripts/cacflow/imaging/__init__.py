@@ -1,0 +1,1 @@
+"""From HU volumes to images: the heart segmentation and the three image datasets."""

@@ -1,0 +1,2 @@
+"""Calcium scores: the Agatston algorithm, the classical and hybrid patient scores,
+agreement with a reference."""

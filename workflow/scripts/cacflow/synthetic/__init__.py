@@ -1,0 +1,1 @@
+"""Making the synthetic CAC-CT cohort: anatomy and image formation, and the cohort writer."""
