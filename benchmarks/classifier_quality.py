@@ -3,7 +3,7 @@
 another seed and acquisition, then the table of results/external/metrics.tsv beside the
 paper's Table 3, with the hybrid and classical Agatston scores on that cohort.
 
-    .venv/bin/python benchmarks/classifier_quality.py [--preset config/cpu.yaml [config/cropped.yaml]]
+    .venv/bin/python benchmarks/classifier_quality.py [--preset config/cpu.yaml [config/cpu_cropped.yaml]]
         [--patients 24] [--seed 7001] [--workdir DIR] [--record] [-- SNAKEMAKE_ARGS ...]
 
 Two Snakemake calls, each timed: the preset's own run (`rule all`, report included), then
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
         type=Path,
         nargs="+",
         default=[],
-        help="config overlays in order, e.g. config/cpu.yaml config/cropped.yaml",
+        help="config overlays in order, e.g. config/cpu.yaml config/cpu_cropped.yaml",
     )
     parser.add_argument("--patients", type=int, default=24, help="external patients (24)")
     parser.add_argument("--seed", type=int, default=7001, help="external cohort seed (7001)")
