@@ -89,9 +89,11 @@ def test_every_network_is_scored_on_the_external_cohort(run_snakemake, tiny_conf
     assert [(r["dataset"], r["model"]) for r in pointing] == models
     for r in pointing:
         assert r["n_images"] == "0" or 0.0 <= float(r["mean_share"]) <= 1.0
+        # evaluation.gradcam_min_cells (8): the maps come from a stage at least that fine.
+        assert min(int(cells) for cells in r["map_cells"].split("x")) >= 8, r
     # Every calcium image, whatever the tiny network calls it: heat shares of real maps.
     root = results / "external" / "datasets" / "cropped"
-    shares = pointing_game(
+    shares, hits = pointing_game(
         keras.saving.load_model(model_path),
         read_tsv(results / "external" / "predictions" / "cropped" / "resnet50.tsv"),
         read_tsv(root / "manifest.tsv"),
@@ -104,6 +106,7 @@ def test_every_network_is_scored_on_the_external_cohort(run_snakemake, tiny_conf
     assert len(shares) == len(calcium) > 0
     finite = shares[~np.isnan(shares)]
     assert ((finite >= 0) & (finite <= 1)).all()
+    assert set(hits[~np.isnan(shares)]) <= {0.0, 1.0}
 
     # Hybrid and classical scores of the external patients against their truth.
     agreement = read_tsv(results / "external" / "agatston" / "agreement.tsv")

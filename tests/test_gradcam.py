@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cacflow.learning.gradcam import GradCamError, grad_cam, last_conv_layer_name, select_examples
+from cacflow.learning.gradcam import (
+    GradCamError,
+    grad_cam,
+    gradcam_layer_name,
+    map_cells,
+    select_examples,
+)
 from cacflow.reporting.eval_figures import plot_gradcam_grid
 
 SIZE = 32
@@ -66,7 +72,7 @@ def test_heat_map_peaks_on_the_spot(spot_model):
 
 
 def test_layer_choice(spot_model):
-    assert last_conv_layer_name(spot_model) == "conv2"
+    assert gradcam_layer_name(spot_model) == "conv2"
     images, _, _ = spot_images(2, seed=3)
     assert grad_cam(spot_model, images, layer_name="conv1").shape == (2, SIZE, SIZE)
     with pytest.raises(GradCamError, match="no_such_layer"):
@@ -78,18 +84,28 @@ def test_a_final_max_pooling_is_passed_over():
     inputs = keras.Input((SIZE, SIZE, 3))
     x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="block5_conv3")(inputs)
     x = keras.layers.MaxPooling2D(2, name="block5_pool")(x)
-    assert last_conv_layer_name(workflow_head(inputs, x)) == "block5_conv3"
+    assert gradcam_layer_name(workflow_head(inputs, x)) == "block5_conv3"
 
 
 def test_resnet50_as_the_workflow_builds_it():
     inputs = keras.Input((64, 64, 3))
     base = keras.applications.ResNet50(include_top=False, weights=None, input_tensor=inputs)
     model = workflow_head(inputs, base.output)
-    assert last_conv_layer_name(model) == "conv5_block3_out"
+    assert gradcam_layer_name(model) == "conv5_block3_out"
     images = np.random.default_rng(0).uniform(0, 255, size=(2, 64, 64, 3))
     maps = grad_cam(model, images)
     assert maps.shape == (2, 64, 64) and maps.dtype == np.float32
     assert np.all((maps >= 0) & (maps <= 1))
+    # At 64 px the stages end at 2x2 (conv5), 4x4 (conv4) and 8x8 (conv3) cells: a minimum
+    # map size moves Grad-CAM to the deepest stage that fine, its last block's output.
+    assert map_cells(model, "conv5_block3_out") == "2x2"
+    assert gradcam_layer_name(model, min_cells=3) == "conv4_block6_out"
+    assert gradcam_layer_name(model, min_cells=7) == "conv3_block4_out"
+    assert map_cells(model, "conv3_block4_out") == "8x8"
+    # Finer than any layer: the deepest of the finest (conv1_pad is padding, skipped).
+    assert gradcam_layer_name(model, min_cells=500) == "conv1_relu"
+    fine = grad_cam(model, images, layer_name="conv3_block4_out")
+    assert fine.shape == (2, 64, 64) and np.all((fine >= 0) & (fine <= 1))
 
 
 def test_select_examples():
@@ -131,7 +147,7 @@ def test_heat_near_lesions_is_the_share_of_heat_within_the_radius():
     far = np.zeros((10, 10), np.float32)
     far[0, 0] = 1.0  # about 20 mm away
     flat = np.ones((10, 10), np.float32)
-    shares = heat_near_lesions(
+    shares, hits = heat_near_lesions(
         np.stack([on_lesion, far, flat, np.zeros((10, 10), np.float32)]),
         [block, lesion, lesion, lesion],
         [1.0, 1.0, 1.0, 1.0],
@@ -142,5 +158,8 @@ def test_heat_near_lesions_is_the_share_of_heat_within_the_radius():
     # Uniform heat: the disc of radius 5 px (81 pixels) of the 1,600.
     assert shares[2] == pytest.approx(81 / 1600, abs=1e-6)
     assert np.isnan(shares[3])
+    # The peak: on the lesion, 20 mm away, and the first pixel of the flat map (a corner).
+    assert hits[:3].tolist() == [1.0, 0.0, 0.0] and np.isnan(hits[3])
     # The same lesion with 0.1 mm pixels: the whole 4 mm image is within 5 mm of it.
-    assert heat_near_lesions(far[None], [lesion], [0.1], radius_mm=5.0)[0] == pytest.approx(1.0)
+    fine_pixels = heat_near_lesions(far[None], [lesion], [0.1], radius_mm=5.0)
+    assert fine_pixels.shares[0] == pytest.approx(1.0)

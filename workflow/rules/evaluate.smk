@@ -105,6 +105,7 @@ rule gradcam_figure:
         runtime=30,
     params:
         per_kind=config["evaluation"]["gradcam_per_kind"],
+        min_cells=config["evaluation"]["gradcam_min_cells"],
         seed=config["seed"],
     script:
         "../scripts/gradcam_figure.py"

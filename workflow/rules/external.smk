@@ -285,5 +285,6 @@ rule external_pointing:
         runtime=30,
     params:
         threshold=config["evaluation"]["threshold"],
+        min_cells=config["evaluation"]["gradcam_min_cells"],
     script:
         "../scripts/external_pointing.py"

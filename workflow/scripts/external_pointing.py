@@ -1,6 +1,6 @@
-"""Rule external_pointing: the share of each network's Grad-CAM heat within 5 mm of a true
-lesion, over its true-positive calcium images of the external cohort
-(cacflow.learning.gradcam.pointing_game)."""
+"""Rule external_pointing: the share of each network's Grad-CAM heat (of the layer
+evaluation.gradcam_min_cells chooses) within 5 mm of a true lesion, over its true-positive
+calcium images of the external cohort (cacflow.learning.gradcam.pointing_game)."""
 
 from pathlib import Path
 
@@ -9,6 +9,8 @@ import keras
 from cacflow.learning.gradcam import (
     POINTING_COLUMNS,
     POINTING_RADIUS_MM,
+    gradcam_layer_name,
+    map_cells,
     pointing_game,
     pointing_row,
 )
@@ -23,14 +25,20 @@ for model_path, predictions_path in zip(
 ):
     prep = read_preprocessing(Path(model_path))
     root = Path(snakemake.input.manifests[0]).parents[1] / prep["dataset"]
-    shares = pointing_game(
-        keras.saving.load_model(model_path),
+    model = keras.saving.load_model(model_path)
+    layer = gradcam_layer_name(model, snakemake.params.min_cells)
+    pointing = pointing_game(
+        model,
         read_tsv(Path(predictions_path)),
         read_tsv(root / "manifest.tsv"),
         root,
         prep["image_size"],
         prep["channels"],
         threshold=snakemake.params.threshold,
+        layer_name=layer,
     )
-    rows.append(pointing_row(prep["dataset"], prep["model"], shares, POINTING_RADIUS_MM))
+    cells = map_cells(model, layer)
+    rows.append(
+        pointing_row(prep["dataset"], prep["model"], layer, cells, pointing, POINTING_RADIUS_MM)
+    )
 write_tsv(Path(snakemake.output[0]), rows, POINTING_COLUMNS)

@@ -6,7 +6,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from cacflow.learning.gradcam import test_examples
+from cacflow.learning.gradcam import gradcam_layer_name, test_examples
 from cacflow.learning.model_file import read_preprocessing
 from cacflow.reporting.eval_figures import plot_gradcam_grid
 from cacflow.runlog import start_rule_log
@@ -19,15 +19,17 @@ for model_path, predictions in zip(
     snakemake.input.models, snakemake.input.predictions, strict=True
 ):
     preprocessing = read_preprocessing(Path(model_path))
+    model = keras.saving.load_model(model_path)
     parts.append(
         test_examples(
-            keras.saving.load_model(model_path),
+            model,
             read_tsv(Path(predictions)),
             Path(snakemake.input.manifest).parent,
             preprocessing["image_size"],
             preprocessing["channels"],
             per_kind=per_kind,
             seed=snakemake.params.seed,
+            layer_name=gradcam_layer_name(model, snakemake.params.min_cells),
         )
     )
 images, maps, labels, probabilities = (np.concatenate(arrays) for arrays in zip(*parts))

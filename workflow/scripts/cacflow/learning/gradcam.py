@@ -11,13 +11,15 @@ no feature speaks for the class).
 Assumptions: a Keras 3 functional model on the TensorFlow backend whose convolutional layers
 are part of its own graph (a keras.applications backbone built with `input_tensor=inputs`),
 ending in a Dense layer; when that layer has a softmax, its logits are recomputed from its
-input and weights. Without a layer name, the last layer with a 4-D output before the global
-pooling layer ("pool") is used, pooling layers excepted.
+input and weights. Without a layer name, the deepest layer with a 4-D output before the
+global pooling layer ("pool") whose map is at least `min_cells` cells across is used, pooling
+layers excepted (`gradcam_layer_name`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import keras
 import numpy as np
@@ -33,6 +35,7 @@ POOL_LAYER = "pool"
 POINTING_RADIUS_MM = 5.0
 _SKIPPED_LAYERS = (
     keras.layers.InputLayer,
+    keras.layers.ZeroPadding2D,
     keras.layers.MaxPooling2D,
     keras.layers.AveragePooling2D,
 )
@@ -42,25 +45,40 @@ class GradCamError(ValueError):
     """A model or layer Grad-CAM cannot use (no 4-D layer, unknown name, nested backbone)."""
 
 
-def last_conv_layer_name(model: keras.Model) -> str:
-    """The last layer with a 4-D output (batch, rows, cols, channels) before the layer named
-    "pool" (or in the whole model when there is none), input and pooling layers excepted:
-    VGG's final max pooling would halve the map's resolution (Selvaraju et al. take VGG16's
-    last convolution, block5_conv3)."""
+def gradcam_layer_name(model: keras.Model, min_cells: int = 1) -> str:
+    """The deepest layer with a 4-D output (batch, rows, cols, channels) before the layer
+    named "pool" (or in the whole model when there is none) whose map has at least
+    `min_cells` rows and columns; input, padding and pooling layers excepted (VGG's final
+    max pooling would halve the map's resolution; Selvaraju et al. take VGG16's last
+    convolution, block5_conv3). With `min_cells` 1 this is the last convolutional stage;
+    at small inputs it is 1x1 to 3x3 cells, too coarse to show a lesion of a few mm, and a
+    larger `min_cells` moves to a finer stage. When no layer is that fine, the finest."""
     layers = list(model.layers)
     names = [layer.name for layer in layers]
     if POOL_LAYER in names:
         layers = layers[: names.index(POOL_LAYER)]
-    for layer in reversed(layers):
-        if isinstance(layer, _SKIPPED_LAYERS):
-            continue
-        output = getattr(layer, "output", None)
-        if hasattr(output, "shape") and len(output.shape) == 4:
-            return layer.name
-    raise GradCamError(
-        f"model {model.name!r} has no layer with a 4-D output before {POOL_LAYER!r}; "
-        "a backbone nested as one layer must be built with input_tensor=inputs"
-    )
+    maps = [
+        (layer.name, min(layer.output.shape[1:3]))
+        for layer in layers
+        if not isinstance(layer, _SKIPPED_LAYERS)
+        and hasattr(getattr(layer, "output", None), "shape")
+        and len(layer.output.shape) == 4
+    ]
+    if not maps:
+        raise GradCamError(
+            f"model {model.name!r} has no layer with a 4-D output before {POOL_LAYER!r}; "
+            "a backbone nested as one layer must be built with input_tensor=inputs"
+        )
+    for name, cells in reversed(maps):
+        if cells >= min_cells:
+            return name
+    return max(reversed(maps), key=lambda item: item[1])[0]
+
+
+def map_cells(model: keras.Model, layer_name: str) -> str:
+    """The map size of a layer, "rows x cols"."""
+    rows, cols = model.get_layer(layer_name).output.shape[1:3]
+    return f"{rows}x{cols}"
 
 
 def _score_model(model: keras.Model, layer_name: str) -> tuple[keras.Model, bool]:
@@ -92,7 +110,7 @@ def grad_cam(
     images = np.asarray(images, dtype=np.float32)
     if images.ndim != 4:
         raise GradCamError(f"images must be (n, height, width, channels), got {images.shape}")
-    layer_name = layer_name or last_conv_layer_name(model)
+    layer_name = layer_name or gradcam_layer_name(model)
     score_model, softmax_dense = _score_model(model, layer_name)
     last = model.layers[-1]
     height, width = images.shape[1:3]
@@ -161,10 +179,11 @@ def test_examples(
     channels: int,
     per_kind: int = 2,
     seed: int = 0,
+    layer_name: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Grad-CAM of up to `per_kind` test images of each outcome (TP, FP, FN, TN), from the
-    rows of a training job's predictions.tsv: (images, maps, labels, probabilities), the
-    images as the model saw them (resized, in [0, 1])."""
+    """Grad-CAM (of `layer_name`) of up to `per_kind` test images of each outcome (TP, FP,
+    FN, TN), from the rows of a training job's predictions.tsv: (images, maps, labels,
+    probabilities), the images as the model saw them (resized, in [0, 1])."""
     test = [r for r in predictions if r["split"] == "test"]
     labels = np.array([r["label"] == "calcium" for r in test], dtype=int)
     probabilities = np.array([float(r["probability"]) for r in test])
@@ -176,17 +195,27 @@ def test_examples(
     if not len(images):
         empty = np.zeros((0, image_size, image_size), np.float32)
         return empty, empty, labels[:0], probabilities[:0]
-    return images, grad_cam(model, images), labels[chosen], probabilities[chosen]
+    maps = grad_cam(model, images, layer_name=layer_name)
+    return images, maps, labels[chosen], probabilities[chosen]
+
+
+class Pointing(NamedTuple):
+    """Per heat map: the share of its heat within the radius of a lesion (the energy-based
+    pointing game) and whether its peak lies there (1.0 or 0.0; Zhang et al. 2016's
+    pointing game); NaN for a map without heat."""
+
+    shares: np.ndarray
+    hits: np.ndarray
 
 
 def heat_near_lesions(
     cams: np.ndarray, lesion_masks: list[np.ndarray], pixel_mm: ArrayLike, radius_mm: float
-) -> np.ndarray:
-    """Per heat map, the share of its heat within `radius_mm` of a lesion pixel (a pointing
-    game: does the map show the reader the calcium?). `cams` (n, h, w) at the model's input;
-    `lesion_masks` boolean, each at its stored image's size, whose pixels are `pixel_mm`
-    wide. Each map is resized to its mask bilinearly; NaN for a map without heat."""
+) -> Pointing:
+    """Does each heat map show the reader the calcium? `cams` (n, h, w) at the model's
+    input; `lesion_masks` boolean, each at its stored image's size, whose pixels are
+    `pixel_mm` wide. Each map is resized to its mask bilinearly."""
     shares = np.full(len(cams), np.nan)
+    hits = np.full(len(cams), np.nan)
     for i, (cam, mask) in enumerate(zip(cams, lesion_masks, strict=True)):
         mask = np.asarray(mask, bool)
         heat = ndimage.zoom(
@@ -195,9 +224,10 @@ def heat_near_lesions(
         heat = np.clip(heat[: mask.shape[0], : mask.shape[1]], 0.0, None)
         if heat.sum() <= 0 or not mask.any():
             continue
-        distance = ndimage.distance_transform_edt(~mask, sampling=float(pixel_mm[i]))
-        shares[i] = heat[distance <= radius_mm].sum() / heat.sum()
-    return shares
+        near = ndimage.distance_transform_edt(~mask, sampling=float(pixel_mm[i])) <= radius_mm
+        shares[i] = heat[near].sum() / heat.sum()
+        hits[i] = float(near.flat[np.argmax(heat)])
+    return Pointing(shares, hits)
 
 
 def pointing_game(
@@ -209,9 +239,11 @@ def pointing_game(
     channels: int,
     threshold: float = 0.5,
     radius_mm: float = POINTING_RADIUS_MM,
-) -> np.ndarray:
-    """`heat_near_lesions` of the true-positive calcium images of `predictions` (rows of
-    predictions.tsv, one split) that have a lesion mask in the dataset's `manifest`."""
+    layer_name: str | None = None,
+) -> Pointing:
+    """`heat_near_lesions` of the Grad-CAM maps (of `layer_name`) of the true-positive
+    calcium images of `predictions` (rows of predictions.tsv, one split) that have a lesion
+    mask in the dataset's `manifest`."""
     masks = {r["path"]: r for r in manifest if r.get("lesion_mask")}
     hits = [
         r
@@ -219,26 +251,37 @@ def pointing_game(
         if r["label"] == "calcium" and float(r["probability"]) >= threshold and r["path"] in masks
     ]
     if not hits:
-        return np.zeros(0)
+        return Pointing(np.zeros(0), np.zeros(0))
     root = Path(dataset_root)
     images = model_images([root / r["path"] for r in hits], image_size, channels)
     lesions = [np.asarray(Image.open(root / masks[r["path"]]["lesion_mask"])) > 127 for r in hits]
     pixel_mm = [float(masks[r["path"]]["pixel_mm"]) for r in hits]
-    return heat_near_lesions(grad_cam(model, images), lesions, pixel_mm, radius_mm)
+    cams = grad_cam(model, images, layer_name=layer_name)
+    return heat_near_lesions(cams, lesions, pixel_mm, radius_mm)
 
 
-POINTING_COLUMNS = ("dataset", "model", "n_images", "mean_share", "median_share", "radius_mm")
+POINTING_COLUMNS = (
+    "dataset", "model", "layer", "map_cells", "n_images", "mean_share", "median_share",
+    "peak_hit_rate", "radius_mm",
+)  # fmt: skip
 
 
-def pointing_row(dataset: str, model: str, shares: np.ndarray, radius_mm: float) -> dict:
-    """One row of the pointing-game table (`POINTING_COLUMNS`); NaN without any image."""
-    shares = np.asarray(shares, float)
+def pointing_row(
+    dataset: str, model: str, layer: str, cells: str, pointing: Pointing, radius_mm: float
+) -> dict:
+    """One row of the pointing-game table (`POINTING_COLUMNS`), for the Grad-CAM maps of
+    `layer` (`cells` its map size); NaN without any image."""
+    shares = np.asarray(pointing.shares, float)
+    hits = np.asarray(pointing.hits, float)[~np.isnan(shares)]
     shares = shares[~np.isnan(shares)]
     return {
         "dataset": dataset,
         "model": model,
+        "layer": layer,
+        "map_cells": cells,
         "n_images": int(shares.size),
         "mean_share": round(float(shares.mean()), 4) if shares.size else float("nan"),
         "median_share": round(float(np.median(shares)), 4) if shares.size else float("nan"),
+        "peak_hit_rate": round(float(hits.mean()), 4) if hits.size else float("nan"),
         "radius_mm": radius_mm,
     }

@@ -461,7 +461,9 @@ def _external_section(rows: Mapping[str, list[dict] | None]) -> str:
             (
                 '<p class="note">Share of each Grad-CAM map\'s heat within 5 mm of a true '
                 "lesion, over the network's true-positive calcium images of the external "
-                "cohort: 1 when the map shows the reader the calcium and nothing else.</p>"
+                "cohort: 1 when the map shows the reader the calcium and nothing else. The "
+                "maps are those of the layer named (the deepest with a map at least "
+                "<code>evaluation.gradcam_min_cells</code> cells across).</p>"
             ),
             _generic_table(rows["external_pointing"], "results/external/gradcam_pointing.tsv"),
         ]

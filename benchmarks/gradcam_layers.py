@@ -1,0 +1,94 @@
+"""Which Grad-CAM layer shows the calcium: the pointing game of a finished run's networks for
+the deepest layer of each map size, on the true-positive calcium images of the training
+cohort's validation and test patients (the patients `evaluation.gradcam_min_cells` is chosen
+on; the external cohort confirms it).
+
+    .venv/bin/python benchmarks/gradcam_layers.py --workdir W [--dataset cropped]
+        [--models resnet50 vgg16 ...] [--splits validation test] [--record]
+
+W is a Snakemake working directory with results/models/<dataset>/<model>/ and the dataset's
+manifest. Per network and map size: the share of the Grad-CAM heat within 5 mm of a lesion
+(mean, median) and how often the map's peak lies there.
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import argparse
+import time
+from pathlib import Path
+
+import keras
+from _common import append_section
+
+from cacflow.learning.gradcam import (
+    POINTING_RADIUS_MM,
+    gradcam_layer_name,
+    map_cells,
+    pointing_game,
+    pointing_row,
+)
+from cacflow.learning.model_file import read_preprocessing
+from cacflow.tables import read_tsv
+
+
+def layers_by_size(model: keras.Model, input_size: int) -> list[str]:
+    """The layer `gradcam_layer_name` takes for each distinct map size up to half the input
+    (coarsest first): every stage a `min_cells` setting can reach."""
+    names = {gradcam_layer_name(model, cells) for cells in range(1, input_size // 2 + 1)}
+    return sorted(names, key=lambda name: int(map_cells(model, name).split("x")[0]))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, required=True)
+    parser.add_argument("--dataset", default="cropped")
+    parser.add_argument("--models", nargs="+", help="default: every trained network")
+    parser.add_argument("--splits", nargs="+", default=["validation", "test"])
+    parser.add_argument("--record", action="store_true", help="append to docs/benchmarks.md")
+    args = parser.parse_args(argv)
+
+    results = args.workdir / "results"
+    root = results / "datasets" / args.dataset
+    manifest = read_tsv(root / "manifest.tsv")
+    model_dirs = sorted(p.parent for p in (results / "models" / args.dataset).glob("*/model.keras"))
+    if args.models:
+        model_dirs = [d for d in model_dirs if d.name in args.models]
+    lines = [
+        "| network | layer | map | true-positive images | heat within 5 mm, mean | median | peak within 5 mm |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]  # fmt: skip
+    start = time.perf_counter()
+    for folder in model_dirs:
+        prep = read_preprocessing(folder / "model.keras")
+        model = keras.saving.load_model(folder / "model.keras")
+        predictions = [r for r in read_tsv(folder / "predictions.tsv") if r["split"] in args.splits]
+        for layer in layers_by_size(model, prep["image_size"]):
+            pointing = pointing_game(
+                model, predictions, manifest, root, prep["image_size"], prep["channels"],
+                layer_name=layer,
+            )  # fmt: skip
+            row = pointing_row(
+                args.dataset, folder.name, layer, map_cells(model, layer), pointing,
+                POINTING_RADIUS_MM,
+            )  # fmt: skip
+            line = (
+                f"| {folder.name} | {layer} | {row['map_cells']} | {row['n_images']} | "
+                f"{row['mean_share']:.3f} | {row['median_share']:.3f} | "
+                f"{row['peak_hit_rate']:.3f} |"
+            )
+            print(line, flush=True)
+            lines.append(line)
+    table = "\n".join(lines)
+    if args.record:
+        details = (
+            f"run {args.workdir}, {args.dataset} networks, the true-positive calcium images "
+            f"(P >= 0.5) of its {' and '.join(args.splits)} patients; per map size the "
+            f"deepest layer of that size; {time.perf_counter() - start:.0f} s"
+        )
+        append_section("gradcam_layers", details, table)
+
+
+if __name__ == "__main__":
+    main()
