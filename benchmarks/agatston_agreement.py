@@ -28,6 +28,13 @@ could win back (calcium sharing a tile with a coronary plaque stays in).
 
     .venv/bin/python benchmarks/agatston_agreement.py [--patients 30] [--seed 2021]
         [--pixel-spacing 0.5 0.8] [--slice-thickness 3.0] [--record]
+    .venv/bin/python benchmarks/agatston_agreement.py --fresh 5 --patients 24 [--record]
+
+`--fresh K` is the protocol that cannot be tuned to: K cohorts of seeds drawn from the clock,
+never used before (benchmarks/_seeds.py), alternating between the training cohort's
+acquisition and a zoomed field of view with 2.5 mm slices. It reports each cohort and the
+pooled ones with patient-bootstrap intervals, and the coronary lesions found and the false
+ones per scan. Rules are chosen on named development seeds; fresh seeds are for checking.
 
 Defaults are the workflow's synthetic cohort (512 px, seed 2021, the seed the segmentation
 was tuned on); `--seed 9001 --pixel-spacing 0.4 0.9 --slice-thickness 2.5` is a cohort no
@@ -49,6 +56,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"
 
 import argparse
+import copy
 import shutil
 from pathlib import Path
 
@@ -60,12 +68,14 @@ from _common import (
     cohort_settings,
     score_cohort,
 )
+from _seeds import draw_fresh_seeds
 
 from cacflow.dicom.ingest import read_study, volume_of
 from cacflow.imaging.datasets import heart_box, tile_boxes
 from cacflow.pipeline import StudySettings, coronary_lesion_mask, segment_volume
 from cacflow.scoring.agatston import THRESHOLD_HU, agatston_score, risk_category
-from cacflow.scoring.agreement import agreement_rows
+from cacflow.scoring.agreement import agreement_rows, agreement_statistics, bootstrap_agreement
+from cacflow.scoring.lesions import lesion_detection
 from cacflow.scoring.scoring import (
     EXCLUSION_RULES,
     STANDARD,
@@ -132,6 +142,11 @@ def score_patient(cohort: Path, pid: str, settings: SynthSettings) -> dict:
         return {kind: scored.get(k, 0.0) for k, kind in enumerate(KINDS, start=1)}
 
     coronary_in = agatston_score(volume.hu, coronary & heart_mask, *geometry).total
+    pixel_mm = volume.pixel_spacing_mm
+    detection = {
+        "classical": lesion_detection(volume.hu, filtered.region, coronary, pixel_mm),
+        "standard": lesion_detection(volume.hu, heart_mask, coronary, pixel_mm),
+    }
     shutil.rmtree(cohort / "dicom" / pid)  # ~35 MB a patient
     truth = float(truth_row["agatston_total"])
     return {
@@ -145,6 +160,7 @@ def score_patient(cohort: Path, pid: str, settings: SynthSettings) -> dict:
         "kinds_classical": by_kind(filtered.region),
         "removed": {rule: by_kind(filtered.excluded[rule]) for rule in EXCLUSION_RULES},
         "noise_sd": filtered.noise_sd_hu,
+        "lesions": detection,
         "noncoronary_kinds": truth_row["noncoronary_calcifications"],
         "pixel_mm": float(truth_row["pixel_spacing_mm"]),
         "slice_mm": float(truth_row["slice_thickness_mm"]),
@@ -296,31 +312,121 @@ def markdown_tables(patients: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_cohort_arguments(parser, patients=30, seed=2021)
-    parser.add_argument("--record", action="store_true", help="append to docs/benchmarks.md")
-    args = parser.parse_args(argv)
+# The fresh protocol: cohorts alternate between the training cohort's acquisition and a
+# zoomed cardiac field of view with thinner slices (the external cohort's defaults).
+FRESH_PROTOCOLS = (((0.5, 0.8), (3.0,)), ((0.35, 0.45), (2.5,)))
+FRESH_MIN_PATIENTS = 24
+FRESH_METHODS = ((CLASSICAL, "classical"), (STANDARD_METHOD, "standard"), (CEILING, "ceiling"))
+
+
+def _interval(value: float, bounds: tuple[float, float]) -> str:
+    return f"{value:.3f} [{bounds[0]:.3f}, {bounds[1]:.3f}]"
+
+
+def fresh_rows(name: str, patients: list[dict]) -> list[str]:
+    """Table rows of one cohort (or the pooled cohorts): agreement with the truth with
+    patient-bootstrap intervals, and coronary lesion detection."""
+    truth = [p["truth"] for p in patients]
+    truth_category = [p["truth_category"] for p in patients]
+    lines = []
+    for method, key in FRESH_METHODS:
+        scores = [p[key] for p in patients]
+        categories = [risk_category(v) for v in scores]
+        point = agreement_statistics(scores, truth, categories, truth_category)
+        bounds = bootstrap_agreement(scores, truth, categories, truth_category)
+        cells = [
+            _interval(point[k], bounds[k]) for k in ("icc", "kappa_linear", "category_accuracy")
+        ]
+        if key in ("classical", "standard"):
+            found = [p["lesions"][key] for p in patients]
+            true = sum(d.true_lesions for d in found)
+            detected = sum(d.detected for d in found)
+            false = sum(d.false_positives for d in found)
+            cells += [f"{detected / true:.3f} ({detected}/{true})", f"{false / len(found):.2f}"]
+        else:
+            cells += ["-", "-"]
+        lines.append(f"| {name} | {method} | {len(patients)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def fresh_table(cohorts: list[tuple[str, list[dict]]]) -> str:
+    lines = [
+        "| cohort | method | patients | ICC(A,1) [95 % CI] | linear kappa [95 % CI] | category accuracy [95 % CI] | coronary lesion sensitivity | false-positive lesions per scan |",
+        "|---|---|---:|---|---|---|---|---:|",
+    ]  # fmt: skip
+    for name, patients in cohorts:
+        lines += fresh_rows(name, patients)
+    if len(cohorts) > 1:
+        lines += fresh_rows("pooled", [p for _, patients in cohorts for p in patients])
+    return "\n".join(lines)
+
+
+def _describe(p: dict) -> str:
+    return (
+        f"truth {p['truth']:.1f}, standard {p['standard']:.1f}, classical "
+        f"{p['classical']:.1f} = "
+        + " + ".join(f"{kind} {p['kinds_classical'][kind]:.1f}" for kind in KINDS)
+        + f"; coronary in mask {p['coronary_in_mask']:.1f}; {p['noncoronary_kinds']}"
+    )
+
+
+def run_cohort(parser, args) -> tuple[list[dict], float, str]:
+    """Rows of one cohort, the seconds they took and the cohort in words."""
     settings = cohort_settings(parser, args)
     patients, seconds = score_cohort(
         args,
         "cacflow-agatston-",
         lambda cohort, pid: score_patient(cohort, pid, settings),
-        lambda p: (
-            f"truth {p['truth']:.1f}, standard {p['standard']:.1f}, classical "
-            f"{p['classical']:.1f} = "
-            + " + ".join(f"{kind} {p['kinds_classical'][kind]:.1f}" for kind in KINDS)
-            + f"; coronary in mask {p['coronary_in_mask']:.1f}; {p['noncoronary_kinds']}"
-        ),
+        _describe,
     )
-    table = markdown_tables(patients)
+    return patients, seconds, cohort_details(args, settings)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_cohort_arguments(parser, patients=30, seed=2021)
+    parser.add_argument(
+        "--fresh", type=int, metavar="K",
+        help="K cohorts of seeds never used, drawn from the clock and registered in "
+        "benchmarks/used_seeds.tsv (--seed, --pixel-spacing and --slice-thickness are ignored)",
+    )  # fmt: skip
+    parser.add_argument("--record", action="store_true", help="append to docs/benchmarks.md")
+    args = parser.parse_args(argv)
+    if args.fresh is None:
+        patients, seconds, details = run_cohort(parser, args)
+        table = markdown_tables(patients)
+        print(table)
+        if args.record:
+            details += f"; synthesis, ingest, segmentation and scoring took {seconds:.0f} s"
+            append_section("agatston_agreement", details, table)
+        return
+    if args.fresh < 2 or args.patients < FRESH_MIN_PATIENTS:
+        parser.error(f"--fresh needs K >= 2 cohorts of --patients >= {FRESH_MIN_PATIENTS}")
+    seeds = draw_fresh_seeds(args.fresh, "agatston_agreement --fresh")
+    print(f"fresh seeds: {', '.join(map(str, seeds))}", flush=True)
+    cohorts, described, sections, total = [], [], [], 0.0
+    for j, seed in enumerate(seeds):
+        cohort_args = copy.copy(args)
+        spacing, thickness = FRESH_PROTOCOLS[j % len(FRESH_PROTOCOLS)]
+        cohort_args.seed, cohort_args.pixel_spacing, cohort_args.slice_thickness = (
+            seed, spacing, thickness
+        )  # fmt: skip
+        patients, seconds, details = run_cohort(parser, cohort_args)
+        total += seconds
+        cohorts.append((str(seed), patients))
+        described.append(details)
+        sections.append(f"### Seed {seed}\n\n{details}\n\n{markdown_tables(patients)}")
+    table = fresh_table(cohorts) + "\n\n" + "\n\n".join(sections)
     print(table)
     if args.record:
         details = (
-            f"{cohort_details(args, settings)}; synthesis, ingest, segmentation and scoring "
-            f"took {seconds:.0f} s"
+            f"fresh protocol: {args.fresh} cohorts of seeds drawn from the clock at this run, "
+            f"never used before (benchmarks/used_seeds.tsv): {'; '.join(described)}; "
+            f"[95 % patient-bootstrap intervals, 1000 resamples]; a lesion is an 8-connected "
+            f"component of one slice at >= 130 HU and >= 1 mm^2 (the Agatston lesion), found "
+            f"when the score's lesions overlap it; {total:.0f} s"
         )
-        append_section("agatston_agreement", details, table)
+        append_section("agatston_agreement --fresh", details, table)
 
 
 if __name__ == "__main__":

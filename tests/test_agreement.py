@@ -12,7 +12,9 @@ from cacflow.scoring.agatston import risk_category
 from cacflow.scoring.agreement import (
     AGREEMENT_COLUMNS,
     agreement_rows,
+    agreement_statistics,
     bland_altman,
+    bootstrap_agreement,
     icc_a1,
     weighted_kappa,
 )
@@ -196,3 +198,21 @@ def test_a_method_on_part_of_the_cohort_is_compared_with_classical_on_the_same_p
     # On A and B, classical is 40 points high on A only: mean difference 20.
     assert float(table[1]["bland_altman_mean"]) == pytest.approx(20.0)
     assert float(table[2]["bland_altman_mean"]) == pytest.approx(0.0)
+
+
+def test_bootstrap_intervals_hold_the_estimate_and_narrow_with_patients():
+    rng = np.random.default_rng(3)
+    truth = rng.gamma(0.6, 300, size=80)
+    predicted = truth * rng.normal(1.0, 0.15, size=80) + rng.normal(0, 10, size=80)
+    categories = [[risk_category(v) for v in values] for values in (predicted, truth)]
+    point = agreement_statistics(predicted, truth, *categories)
+    wide = bootstrap_agreement(predicted[:20], truth[:20], categories[0][:20], categories[1][:20])
+    narrow = bootstrap_agreement(predicted, truth, *categories)
+    for key, (low, high) in narrow.items():
+        assert low <= point[key] <= high, key
+        assert high - low < wide[key][1] - wide[key][0], key
+    # Same seed, same interval; perfect agreement, a point.
+    assert bootstrap_agreement(predicted, truth, *categories) == narrow
+    exact = bootstrap_agreement(truth, truth, categories[1], categories[1], samples=50)
+    assert exact["category_accuracy"] == (1.0, 1.0)
+    assert exact["icc"] == pytest.approx((1.0, 1.0))

@@ -109,6 +109,55 @@ def bland_altman(method: Sequence[float], reference: Sequence[float]) -> BlandAl
     return BlandAltman(n, mean, sd, mean - LOA_Z * sd, mean + LOA_Z * sd)
 
 
+AGREEMENT_STATISTICS = ("icc", "kappa_linear", "category_accuracy")
+
+
+def agreement_statistics(
+    predicted: Sequence[float],
+    truth: Sequence[float],
+    predicted_category: Sequence[str],
+    truth_category: Sequence[str],
+) -> dict[str, float]:
+    """ICC(A,1), linear kappa and category accuracy (`AGREEMENT_STATISTICS`) of scores and
+    their risk categories against the truth; NaN where undefined."""
+    n = len(predicted)
+    same = sum(a == b for a, b in zip(predicted_category, truth_category, strict=True))
+    return {
+        "icc": icc_a1(np.column_stack([predicted, truth])) if n else math.nan,
+        "kappa_linear": weighted_kappa(predicted_category, truth_category),
+        "category_accuracy": same / n if n else math.nan,
+    }
+
+
+def bootstrap_agreement(
+    predicted: Sequence[float],
+    truth: Sequence[float],
+    predicted_category: Sequence[str],
+    truth_category: Sequence[str],
+    samples: int = 1000,
+    seed: int = 0,
+) -> dict[str, tuple[float, float]]:
+    """95 % percentile intervals of `agreement_statistics` over patients drawn with
+    replacement (`samples` resamples; those where a statistic is undefined are left out)."""
+    arrays = [np.asarray(a) for a in (predicted, truth, predicted_category, truth_category)]
+    rng = np.random.default_rng(seed)
+    drawn: dict[str, list[float]] = {key: [] for key in AGREEMENT_STATISTICS}
+    for _ in range(samples):
+        pick = rng.integers(0, len(arrays[0]), len(arrays[0]))
+        values = agreement_statistics(*(a[pick].tolist() for a in arrays))
+        for key, value in values.items():
+            if not math.isnan(value):
+                drawn[key].append(value)
+    return {
+        key: (
+            tuple(float(q) for q in np.percentile(values, [2.5, 97.5]))
+            if values
+            else (math.nan, math.nan)
+        )
+        for key, values in drawn.items()
+    }
+
+
 def has_truth(row: Mapping) -> bool:
     """Whether a scores-table row holds a true score (own data: empty, or no column)."""
     value = row.get("truth_agatston")
@@ -145,19 +194,14 @@ def agreement_rows(score_rows: Iterable[Mapping]) -> list[dict]:
         predicted_category = [str(r["risk_category"]) for r in rows]
         truth_category = [str(r["truth_risk_category"]) for r in rows]
         limits = bland_altman(predicted, truth)
-        icc = icc_a1(np.column_stack([predicted, truth])) if rows else math.nan
-        accuracy = (
-            sum(a == b for a, b in zip(predicted_category, truth_category, strict=True)) / len(rows)
-            if rows
-            else math.nan
-        )
+        statistics = agreement_statistics(predicted, truth, predicted_category, truth_category)
         values = {
-            "icc": icc,
-            "kappa_linear": weighted_kappa(predicted_category, truth_category),
+            "icc": statistics["icc"],
+            "kappa_linear": statistics["kappa_linear"],
             "bland_altman_mean": limits.mean,
             "loa_low": limits.loa_low,
             "loa_high": limits.loa_high,
-            "category_accuracy": accuracy,
+            "category_accuracy": statistics["category_accuracy"],
         }
         out.append(
             {"method": method, "n_patients": len(rows), **{k: _cell(v) for k, v in values.items()}}
