@@ -113,3 +113,17 @@ def test_a_stamp_of_another_script_is_refused_when_parsed(finished_run):
     out = failure.value.stdout + failure.value.stderr
     assert "evaluate: input lib is 'results/library/merge_tables.sha256'" in out
     assert "needs 'results/library/evaluate.sha256'" in out
+
+
+def test_a_gradcam_setting_replans_the_gradcam_rules_only(finished_run):
+    # The metrics rules take the evaluation keys they read, not the whole section.
+    repo, snakemake, _ = finished_run
+    overlay = repo.parent / "gradcam.yaml"
+    overlay.write_text("evaluation:\n  gradcam_min_cells: 3\n")
+    configs = [repo / "tests/config/tiny.yaml", repo.parent / "external.yaml", overlay]
+    out = snakemake("--dry-run", "--configfile", *map(str, configs)).stdout
+    jobs = re.findall(r"^\s*rule (\w+):\n(?:\s+.*\n)*?\s+reason: (.*)$", out, re.MULTILINE)
+    assert {rule for rule, reason in jobs if "Params have changed" in reason} == {
+        "gradcam_figure",
+        "external_pointing",
+    }

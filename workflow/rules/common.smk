@@ -55,6 +55,12 @@ for _model, _keys in config["training"]["per_model"].items():
         )
 
 
+# The evaluation keys the metrics read: the Grad-CAM keys rerun only the Grad-CAM rules.
+METRICS_SETTINGS = {
+    key: config["evaluation"][key] for key in ("bootstrap_samples", "threshold")
+}
+
+
 def config_files():
     """The run's configuration files in the order they overlay: a repository file by its
     path in the repository, another by its name only (a path can name a person)."""

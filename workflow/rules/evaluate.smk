@@ -26,7 +26,7 @@ rule evaluate:
         mem_mb=2000,
         runtime=15,
     params:
-        evaluation=config["evaluation"],
+        evaluation=METRICS_SETTINGS,
         seed=config["seed"],
     script:
         "../scripts/evaluate.py"

@@ -161,7 +161,7 @@ rule external_evaluate:
         mem_mb=2000,
         runtime=15,
     params:
-        evaluation=config["evaluation"],
+        evaluation=METRICS_SETTINGS,
         seed=config["seed"],
     script:
         "../scripts/external_evaluate.py"
