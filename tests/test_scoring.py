@@ -16,6 +16,7 @@ from cacflow.scoring.scoring import (
     STANDARD,
     ScoringError,
     ScoringSettings,
+    candidate_lesions,
     classical_score,
     filter_candidates,
     hybrid_scores,
@@ -364,6 +365,36 @@ def test_calcium_deep_in_the_heart_is_not_coronary():
     hu, mask = deep_patient()
     hu[5, 25:60, 48:52] = 600  # from 7.5 mm to 25 mm deep
     assert classical_score("P1", hu, mask, list(range(11)), SPACING, 3.0).row["n_lesions"] == 1
+
+
+def test_candidates_carry_the_rule_that_rejected_them(tmp_path):
+    from PIL import Image
+
+    from cacflow.reporting.lesion_gallery import draw_lesion_gallery
+
+    hu, mask = deep_patient()
+    hu[5, 48:52, 48:52] = 600  # deep: rejected
+    hu[5, 14:18, 48:52] = 600  # epicardial: kept
+    hu[7, 14, 30] = 600  # one pixel, 0.25 mm^2: no Agatston lesion, no candidate
+    filtered = filter_candidates(hu, mask, SPACING, 3.0)
+    candidates = candidate_lesions(hu, mask, filtered, SPACING, 3.0)
+    by_row = {c.lesion.centroid_row: c for c in candidates}
+    assert sorted(by_row) == [15.5, 49.5]
+    assert by_row[15.5].outcome == "kept" and by_row[49.5].outcome == "deep"
+    assert all(c.lesion.slice_index == 5 for c in candidates)
+    assert [c.lesion.score for c in candidates] == pytest.approx([16.0, 16.0])
+    # The kept ones are the classical score's lesions.
+    kept = sum(c.lesion.score for c in candidates if c.outcome == "kept")
+    assert kept == classical_score("P1", hu, mask, list(range(11)), SPACING, 3.0).row["agatston"]
+
+    out = tmp_path / "gallery.png"
+    draw_lesion_gallery(hu, mask, candidates, SPACING, list(range(11)), out, "P1")
+    with Image.open(out) as png:
+        assert png.width >= 600 and png.height >= 150
+        pixels = np.asarray(png.convert("RGB")).reshape(-1, 3).astype(int)
+    # Both verdicts are drawn: green (kept) and red (rejected) outlines and titles.
+    assert ((pixels[:, 1] > 100) & (pixels[:, 0] < 80) & (pixels[:, 2] < 80)).any()
+    assert ((pixels[:, 0] > 180) & (pixels[:, 1] < 80) & (pixels[:, 2] < 80)).any()
 
 
 def test_calcium_on_bone_reaching_out_of_the_mask_is_not_coronary():

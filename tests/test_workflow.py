@@ -91,7 +91,7 @@ def test_bad_config_value_is_named(tmp_path, run_snakemake, synthetic, key):
     assert key in proc.stdout + proc.stderr
 
 
-PER_PATIENT = ("synth_patient", "process_patient")
+PER_PATIENT = ("synth_patient", "process_patient", "lesion_gallery")
 MERGED = {
     "synth_tables": 1,
     "qc_series": 1,
@@ -217,6 +217,10 @@ def test_tiny_synthetic_cohort_end_to_end(tmp_path, run_snakemake, tiny_config):
         # Each lesion names cropped images that exist: the same slices and tiles.
         for instance, tiles in zip(lesions["slice"], lesions["tiles"], strict=True):
             assert {(patient, instance, int(t)) for t in tiles.split(",")} <= images
+        # The lesion gallery shows the classical score's lesions among its candidates.
+        log = (results / "logs" / "lesion_gallery" / f"{patient}.log").read_text()
+        assert f" candidate lesions, {len(lesions)} kept" in log
+        assert (results / "figures" / "lesions" / f"{patient}.png").stat().st_size > 0
     agreement = pd.read_csv(results / "agatston" / "agreement.tsv", sep="\t")
     assert agreement.loc[0, "method"] == "classical"
     assert agreement.loc[0, "n_patients"] == len(TINY_PATIENTS)
@@ -236,6 +240,7 @@ def test_tiny_synthetic_cohort_end_to_end(tmp_path, run_snakemake, tiny_config):
     assert "of resnet50 on the segmented dataset." in page
     assert "Confusion matrices on the test images (threshold 0.5), counts and row" in page
     assert "{{" not in page and "``" not in page
+    assert f"Candidate lesions of patient {TINY_PATIENTS[0]}: every lesion" in page
 
     # One trained network per dataset: it loads, predicts, and says what it expects.
     summary = pd.read_csv(results / "models" / "summary.tsv", sep="\t")

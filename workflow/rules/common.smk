@@ -361,6 +361,7 @@ def final_outputs():
         ),
         expand("results/figures/gradcam/{dataset}.png", dataset=TRAINED_DATASETS),
         "results/agatston/patients.tsv",
+        expand("results/figures/lesions/{patient}.png", patient=patient_ids()),
         # Agreement with the truth: the synthetic cohort's (own data has none yet).
         [] if own_data() else "results/agatston/agreement.tsv",
         [] if own_data() else "results/figures/agatston_scatter.png",

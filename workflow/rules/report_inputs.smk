@@ -88,6 +88,14 @@ def report_figures():
                 caption("agatston_bland_altman"),
             ],
         ]
+    evaluation += [
+        [
+            f"Candidate lesions: {patient}",
+            f"results/figures/lesions/{patient}.png",
+            caption("lesion_gallery", patient=patient),
+        ]
+        for patient in patient_ids()
+    ]
     if external_patient_ids():
         evaluation += [
             [

@@ -91,6 +91,7 @@ from cacflow.imaging.datasets import heart_box, tile_boxes
 from cacflow.scoring.agatston import (
     MIN_AREA_MM2,
     THRESHOLD_HU,
+    Lesion2D,
     agatston_score,
     risk_category,
 )
@@ -307,6 +308,34 @@ def filter_candidates(
         excluded[rule] = pixel_reason == k
     region = heart_mask & (pixel_reason == 0)
     return CandidateFilter(region, excluded, level, noise_sd)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A candidate lesion of the standard algorithm inside the heart mask, and what the
+    rules made of it: "kept" or the rule that rejected it."""
+
+    lesion: Lesion2D
+    outcome: str
+
+
+def candidate_lesions(
+    hu: np.ndarray,
+    heart_mask: np.ndarray,
+    candidate_filter: CandidateFilter,
+    pixel_spacing_mm: tuple[float, float],
+    slice_spacing_mm: float,
+) -> list[Candidate]:
+    """Every lesion of the standard algorithm inside `heart_mask` (the Agatston lesions of
+    `cacflow.scoring.agatston`), with the outcome `filter_candidates` gave it."""
+    outcome = np.zeros(np.shape(hu), dtype=np.int8)  # 0: kept, else 1 + rule index
+    for k, rule in enumerate(EXCLUSION_RULES, start=1):
+        outcome[candidate_filter.excluded[rule]] = k
+    lesions = agatston_score(
+        hu, heart_mask, pixel_spacing_mm, slice_spacing_mm, lesion_labels=outcome
+    ).lesions
+    names = ("kept", *EXCLUSION_RULES)
+    return [Candidate(lesion, names[lesion.label]) for lesion in lesions]
 
 
 class _FatMaps:
