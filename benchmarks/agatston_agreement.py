@@ -71,7 +71,7 @@ from _common import (
 from _seeds import draw_fresh_seeds
 
 from cacflow.dicom.ingest import read_study, volume_of
-from cacflow.imaging.datasets import heart_box, tile_boxes
+from cacflow.imaging.geometry import heart_box, tile_boxes
 from cacflow.pipeline import StudySettings, coronary_lesion_mask, segment_volume
 from cacflow.scoring.agatston import THRESHOLD_HU, agatston_score, risk_category
 from cacflow.scoring.agreement import agreement_rows, agreement_statistics, bootstrap_agreement

@@ -26,7 +26,7 @@ from _common import append_section
 from PIL import Image
 from scipy import ndimage
 
-from cacflow.imaging.datasets import png_bytes
+from cacflow.imaging.png import png_bytes
 from cacflow.learning.augment import (
     AugmentSettings,
     forward_matrices,

@@ -25,7 +25,7 @@ import tensorflow as tf
 from _common import append_section
 from scipy import ndimage
 
-from cacflow.imaging.datasets import png_bytes
+from cacflow.imaging.png import png_bytes
 from cacflow.learning.inputs import ImageTable, PipelineSettings, build_pipeline
 from cacflow.learning.models import build_model
 from cacflow.learning.training import gpu_present, inference_ms

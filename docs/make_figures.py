@@ -25,7 +25,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from PIL import Image
 
-from cacflow.imaging.datasets import DatasetSettings, SliceLabel, build_patient_datasets
+from cacflow.imaging.datasets import DatasetSettings, build_patient_datasets
+from cacflow.imaging.labels import SliceLabel
 from cacflow.imaging.segmentation import segment_heart, segmentation_scores
 from cacflow.patients import synthetic_patient_ids
 from cacflow.synthetic.synth import (

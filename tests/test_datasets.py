@@ -13,19 +13,18 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
+from cacflow.imaging import DatasetError
 from cacflow.imaging.datasets import (
     DATASETS,
     MANIFEST_COLUMNS,
-    DatasetError,
     DatasetSettings,
-    SliceLabel,
     build_patient_datasets,
-    heart_box,
     merge_manifests,
-    png_bytes,
-    slice_labels_from_table,
-    window_to_uint8,
 )
+from cacflow.imaging.geometry import heart_box
+from cacflow.imaging.labels import SliceLabel, slice_labels_from_table
+from cacflow.imaging.png import png_bytes
+from cacflow.imaging.windowing import window_to_uint8
 from cacflow.scoring.agatston import agatston_score, cac_class, density_weight
 from cacflow.synthetic.synth import SynthSettings, simulate_patient, truth_summary
 from cacflow.tables import read_tsv

@@ -33,8 +33,8 @@ from cacflow.imaging.datasets import (
     PatientDatasets,
     build_patient_datasets,
     merge_manifests,
-    slice_labels_from_table,
 )
+from cacflow.imaging.labels import slice_labels_from_table
 from cacflow.imaging.segmentation import SegmentationSettings, segment_heart, segmentation_scores
 from cacflow.scoring.scoring import (
     LESION_COLUMNS,

@@ -214,7 +214,7 @@ def draw_overlay(
     import matplotlib.pyplot as plt
     from matplotlib.patches import Circle, Rectangle
 
-    from cacflow.imaging.datasets import window_to_uint8
+    from cacflow.imaging.windowing import window_to_uint8
 
     picks, n_found = overlay_slices(record)
     n_cols = min(4, len(picks))

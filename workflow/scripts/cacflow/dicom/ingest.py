@@ -38,7 +38,8 @@ from pydicom.pixels import get_decoder
 from pydicom.uid import UID
 
 from cacflow import settings_from_config
-from cacflow.imaging.datasets import DatasetError, slice_labels_from_table
+from cacflow.imaging import DatasetError
+from cacflow.imaging.labels import slice_labels_from_table
 
 # Sorting and geometry ------------------------------------------------------------------
 MAX_TILT_DEGREES = 30.0

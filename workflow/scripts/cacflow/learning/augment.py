@@ -36,7 +36,7 @@ from PIL import Image
 from scipy import ndimage
 
 from cacflow import settings_from_config
-from cacflow.imaging.datasets import png_bytes
+from cacflow.imaging.png import png_bytes
 from cacflow.tables import write_tsv
 
 # Columns of a parameter vector: degrees, degrees, magnification, 0/1, fractions of the side.

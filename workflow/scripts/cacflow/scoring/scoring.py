@@ -87,7 +87,7 @@ from scipy import ndimage
 
 from cacflow import settings_from_config
 from cacflow.dicom.ingest import Volume
-from cacflow.imaging.datasets import heart_box, tile_boxes
+from cacflow.imaging.geometry import heart_box, tile_boxes
 from cacflow.scoring.agatston import (
     MIN_AREA_MM2,
     THRESHOLD_HU,
