@@ -53,6 +53,7 @@ from cacflow.dicom.ingest import read_study, volume_of
 from cacflow.patients import synthetic_patient_ids
 from cacflow.scoring.agatston import MIN_AREA_MM2, THRESHOLD_HU
 from cacflow.synthetic import phantom
+from cacflow.synthetic.acquisition import Grid
 from cacflow.synthetic.synth import SynthSettings, simulate_patient, synth_patient
 
 SEGMENTATION_PATH = "workflow/scripts/cacflow/imaging/segmentation.py"
@@ -132,7 +133,7 @@ def wrong_organ_masks(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Below the diaphragm domes, and the descending aorta's lumen, from the phantom."""
     probe = simulate_patient(pid, settings, slices=[])  # anatomy and acquisition only
-    anatomy, grid = probe.anatomy, phantom.Grid(probe.acquisition)
+    anatomy, grid = probe.anatomy, Grid(probe.acquisition)
     abdomen = np.zeros((len(slice_z_mm), *shape), dtype=bool)
     aorta = np.zeros_like(abdomen)
     for k, z in enumerate(slice_z_mm):

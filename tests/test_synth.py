@@ -16,6 +16,8 @@ from pydicom.pixels import apply_modality_lut
 from cacflow.patients import synthetic_patient_ids
 from cacflow.scoring.agatston import RISK_CATEGORIES, agatston_score
 from cacflow.synthetic import phantom
+from cacflow.synthetic.acquisition import Acquisition, Grid
+from cacflow.synthetic.geometry import Ellipsoid
 from cacflow.synthetic.synth import SynthSettings, coronary_slices, simulate_patient
 
 CACFLOW = Path(sys.executable).parent / "cacflow"
@@ -235,7 +237,7 @@ def test_heart_region_holds_no_bone_or_cartilage_and_lies_behind_the_chest_wall(
     for pid in synthetic_patient_ids(12):
         patient = simulate_patient(pid, SynthSettings(seed=seed, size=256), slices=[])
         anatomy, acq = patient.anatomy, patient.acquisition
-        grid = phantom.Grid(acq)
+        grid = Grid(acq)
         static = phantom.static_maps(anatomy, grid)
         for z in acq.slice_z_mm():
             plane = phantom.render_plane(anatomy, grid, float(z), static)
@@ -277,7 +279,7 @@ def test_population_has_half_zero_scores_and_every_risk_category():
 
 def test_phantom_partial_volume_of_a_small_lesion_is_its_volume():
     """Sub-pixel, sub-slice sampling: occupancy integrates to the ellipsoid's volume."""
-    acq = phantom.Acquisition(
+    acq = Acquisition(
         size=64,
         pixel_spacing_mm=0.7,
         slice_thickness_mm=3.0,
@@ -287,8 +289,8 @@ def test_phantom_partial_volume_of_a_small_lesion_is_its_volume():
         origin_y_mm=-22.0,
         noise_sd_hu=0.0,
     )
-    grid = phantom.Grid(acq)
-    shape = phantom.Ellipsoid(np.array([0.3, -0.2, 0.4]), np.eye(3), np.array([1.5, 1.0, 1.0]))
+    grid = Grid(acq)
+    shape = Ellipsoid(np.array([0.3, -0.2, 0.4]), np.eye(3), np.array([1.5, 1.0, 1.0]))
     _, occupancy = phantom.calcification_occupancy(grid, shape, 0.0, 3.0)
     measured = occupancy.sum() * 0.7 * 0.7 * 3.0
     assert measured == pytest.approx(4 / 3 * np.pi * 1.5, rel=0.1)

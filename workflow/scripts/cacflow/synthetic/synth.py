@@ -33,7 +33,9 @@ from cacflow import settings_from_config
 from cacflow.dicom.dicom_io import SeriesGeometry, SeriesIdentity, write_ct_series
 from cacflow.patients import synthetic_patient_ids, synthetic_patient_index
 from cacflow.scoring.agatston import agatston_score, cac_class
-from cacflow.synthetic import phantom
+from cacflow.synthetic.acquisition import Acquisition, sample_acquisition
+from cacflow.synthetic.anatomy import ARTERIES, Anatomy, sample_anatomy
+from cacflow.synthetic.image_formation import Volume, render_volume
 from cacflow.tables import read_tsv, save_npz, write_tsv
 
 LABEL_COLUMNS = ("patient_id", "instance_number", "sop_instance_uid", "calcium", "cac_class")
@@ -81,9 +83,9 @@ class SynthSettings:
 @dataclass
 class SimulatedPatient:
     patient_id: str
-    anatomy: phantom.Anatomy
-    acquisition: phantom.Acquisition
-    volume: phantom.Volume | None
+    anatomy: Anatomy
+    acquisition: Acquisition
+    volume: Volume | None
 
 
 def simulate_patient(
@@ -92,8 +94,8 @@ def simulate_patient(
     """Draw the anatomy and acquisition and render the series (or only `slices`)."""
     index = synthetic_patient_index(patient_id)
     rng = np.random.default_rng([settings.seed, index, 0])
-    anatomy = phantom.sample_anatomy(rng)
-    acq = phantom.sample_acquisition(
+    anatomy = sample_anatomy(rng)
+    acq = sample_acquisition(
         anatomy,
         rng,
         settings.size,
@@ -102,7 +104,7 @@ def simulate_patient(
         settings.noise_sd_hu,
         settings.noise_model,
     )
-    volume = phantom.render_volume(
+    volume = render_volume(
         anatomy, acq, lambda k: np.random.default_rng([settings.seed, index, 1, k]), slices
     )
     return SimulatedPatient(patient_id, anatomy, acq, volume)
@@ -131,7 +133,7 @@ def truth_summary(patient: SimulatedPatient) -> tuple[dict, np.ndarray]:
         acq.slice_thickness_mm,
         lesion_labels=vol.lesion_labels,
     )
-    by_artery = {artery: 0.0 for artery in phantom.ARTERIES}
+    by_artery = {artery: 0.0 for artery in ARTERIES}
     for label, score in result.score_by_label().items():
         by_artery[str(vol.lesion_artery[label])] += score
     counted = {lesion.label for lesion in result.lesions}
