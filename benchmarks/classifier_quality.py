@@ -114,13 +114,14 @@ def quality_table(results: Path) -> str:
     lines += [
         "",
         (
-            "| dataset | network | true-positive calcium images | Grad-CAM heat within "
-            f"{pointing[0]['radius_mm']} mm of a lesion, mean | median |"
+            "| dataset | network | Grad-CAM layer (map) | true-positive calcium images | heat "
+            f"within {pointing[0]['radius_mm']} mm of a lesion, mean | median | peak within "
+            f"{pointing[0]['radius_mm']} mm |"
         ),
-        "|---|---|---:|---:|---:|",
+        "|---|---|---|---:|---:|---:|---:|",
         *(
-            f"| {r['dataset']} | {r['model']} | {r['n_images']} | {r['mean_share']} | "
-            f"{r['median_share']} |"
+            f"| {r['dataset']} | {r['model']} | {r['layer']} ({r['map_cells']}) | "
+            f"{r['n_images']} | {r['mean_share']} | {r['median_share']} | {r['peak_hit_rate']} |"
             for r in pointing
         ),
     ]
