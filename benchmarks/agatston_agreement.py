@@ -119,12 +119,8 @@ def score_patient(cohort: Path, pid: str, settings: SynthSettings) -> dict:
     heart_mask = segment_volume(volume, study.segmentation)
     geometry = (volume.pixel_spacing_mm, volume.slice_spacing_mm)
     grid = study.datasets.grid
-    classical = classical_score(
-        pid, volume.hu, heart_mask, volume.instance_numbers, *geometry, grid
-    )
-    standard = classical_score(
-        pid, volume.hu, heart_mask, volume.instance_numbers, *geometry, grid, settings=STANDARD
-    )
+    classical = classical_score(pid, volume, heart_mask, grid)
+    standard = classical_score(pid, volume, heart_mask, grid, settings=STANDARD)
     scores = {"classical": classical.row["agatston"], "standard": standard.row["agatston"]}
     truth_path = cohort / "truth" / f"{pid}.npz"
     coronary = coronary_lesion_mask(truth_path, volume.instance_numbers)

@@ -28,6 +28,7 @@ from PIL import Image
 from cacflow.imaging.datasets import DatasetSettings, build_patient_datasets
 from cacflow.imaging.labels import SliceLabel
 from cacflow.imaging.segmentation import segment_heart, segmentation_scores
+from cacflow.imaging.volume import Volume
 from cacflow.patients import synthetic_patient_ids
 from cacflow.synthetic.synth import (
     SimulatedPatient,
@@ -197,11 +198,18 @@ def make_datasets_figure(patient: SimulatedPatient, heart_mask: np.ndarray) -> N
     instances = np.arange(1, acq.n_slices + 1)
     labels = {int(n): SliceLabel(bool(c)) for n, c in zip(instances, calcium, strict=True)}
     coronary = np.array([kind == "coronary" for kind in vol.lesion_kind])[vol.lesion_labels]
+    one_slice = Volume(
+        hu=vol.hu[k : k + 1],
+        pixel_spacing_mm=(acq.pixel_spacing_mm, acq.pixel_spacing_mm),
+        slice_spacing_mm=acq.slice_thickness_mm,
+        slice_thickness_mm=acq.slice_thickness_mm,
+        instance_numbers=instances[k : k + 1],
+        positions_mm=acq.slice_z_mm()[k : k + 1],
+    )
     with tempfile.TemporaryDirectory() as tmp:
         result = build_patient_datasets(
-            Path(tmp), patient.patient_id, vol.hu[k : k + 1], heart_mask[k : k + 1],
-            instances[k : k + 1], acq.pixel_spacing_mm, acq.slice_thickness_mm,
-            labels, coronary[k : k + 1], DatasetSettings(),
+            Path(tmp), patient.patient_id, one_slice, heart_mask[k : k + 1], labels,
+            coronary[k : k + 1], DatasetSettings(),
         )  # fmt: skip
         images = {
             name: [(row, np.asarray(Image.open(Path(tmp) / name / row["path"])))

@@ -1,10 +1,14 @@
-"""Shared fixtures: the repository root and a runner of the real workflow."""
+"""Shared fixtures: the repository root and a runner of the real workflow; `make_volume`
+for tests that build volumes from constructed arrays."""
 
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from cacflow.imaging.volume import Volume
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The tools of the environment that runs pytest (the project's .venv).
@@ -119,3 +123,15 @@ def make_datasets(root: Path, ids: list[str], size: int = 160) -> Path:
         columns = list(rows[0])
         write_tsv(results / "datasets" / dataset / "manifest.tsv", rows, columns)
     return results
+
+
+def make_volume(hu, instance_numbers, pixel_spacing_mm, slice_spacing_mm) -> Volume:
+    """A `Volume` of constructed arrays: slices as thick as their spacing, at 0, s, 2 s, ..."""
+    return Volume(
+        hu=hu,
+        pixel_spacing_mm=pixel_spacing_mm,
+        slice_spacing_mm=slice_spacing_mm,
+        slice_thickness_mm=slice_spacing_mm,
+        instance_numbers=np.asarray(instance_numbers),
+        positions_mm=np.arange(len(instance_numbers)) * float(slice_spacing_mm),
+    )

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import make_volume
 from PIL import Image
 from scipy import ndimage
 
@@ -81,11 +82,13 @@ def synthetic_inputs(patient_id: str) -> dict:
     coronary = [i for i, kind in enumerate(vol.lesion_kind) if kind == "coronary"]
     return {
         "patient_id": patient_id,
-        "hu": vol.hu,
+        "volume": make_volume(
+            vol.hu,
+            list(range(1, acq.n_slices + 1)),
+            (acq.pixel_spacing_mm, acq.pixel_spacing_mm),
+            acq.slice_thickness_mm,
+        ),
         "heart_mask": vol.heart_mask,
-        "instance_numbers": list(range(1, acq.n_slices + 1)),
-        "pixel_spacing_mm": (acq.pixel_spacing_mm, acq.pixel_spacing_mm),
-        "slice_spacing_mm": acq.slice_thickness_mm,
         "slice_labels": slice_labels_from_table(table, patient_id),
         "lesion_mask": np.isin(vol.lesion_labels, coronary),
     }
@@ -171,9 +174,8 @@ def handmade(tmp_path_factory):
     # Slice 3 (instance 13): no heart; labelled calcium by the table, so counted as dropped.
     labels = {11: SliceLabel(True, "high"), 12: SliceLabel(False, "high"), 13: SliceLabel(True)}
     out = tmp_path_factory.mktemp("handmade")
-    result = build_patient_datasets(
-        out, "P1", hu, heart, [11, 12, 13], 0.5, 3.0, labels, lesions, SETTINGS
-    )
+    volume = make_volume(hu, [11, 12, 13], 0.5, 3.0)
+    result = build_patient_datasets(out, "P1", volume, heart, labels, lesions, SETTINGS)
     return out, result, hu, heart
 
 
@@ -246,9 +248,8 @@ def test_handmade_images(handmade):
 def test_fallback_uses_hu_candidates_on_calcium_slices_only(handmade, tmp_path):
     _, _, hu, heart = handmade
     labels = {11: SliceLabel(True, "high"), 12: SliceLabel(False), 13: SliceLabel(False)}
-    build_patient_datasets(
-        tmp_path, "P1", hu, heart, [11, 12, 13], 0.5, 3.0, labels, None, SETTINGS
-    )
+    volume = make_volume(hu, [11, 12, 13], 0.5, 3.0)
+    build_patient_datasets(tmp_path, "P1", volume, heart, labels, None, SETTINGS)
     tiles = {r["tile"]: r for r in manifest(tmp_path, "cropped", "P1") if r["slice"] == 11}
     # Without a lesion map the 600 HU blob (9 px) in tile 2 counts as well.
     assert {n for n, r in tiles.items() if r["label"] == "calcium"} == {1, 2, 8}
@@ -261,14 +262,11 @@ def test_fallback_uses_hu_candidates_on_calcium_slices_only(handmade, tmp_path):
 def test_bad_inputs_name_the_patient(handmade, tmp_path):
     _, _, hu, heart = handmade
     labels = {11: SliceLabel(True, "high"), 12: SliceLabel(False)}
+    volume = make_volume(hu, [11, 12, 13], 0.5, 3.0)
     with pytest.raises(DatasetError, match=r"P1: no label-table row .*\[13\]"):
-        build_patient_datasets(
-            tmp_path, "P1", hu, heart, [11, 12, 13], 0.5, 3.0, labels, None, SETTINGS
-        )
+        build_patient_datasets(tmp_path, "P1", volume, heart, labels, None, SETTINGS)
     with pytest.raises(DatasetError, match="P1: heart mask shape"):
-        build_patient_datasets(
-            tmp_path, "P1", hu, heart[:2], [11, 12, 13], 0.5, 3.0, labels, None, SETTINGS
-        )
+        build_patient_datasets(tmp_path, "P1", volume, heart[:2], labels, None, SETTINGS)
     with pytest.raises(DatasetError, match="cac_class"):
         SliceLabel(True, "medium")
     with pytest.raises(DatasetError, match="P1: instance 4: calcium must be 0 or 1"):
@@ -283,7 +281,7 @@ def test_bad_inputs_name_the_patient(handmade, tmp_path):
 
 def test_every_image_has_its_size_and_manifest_row(built6, syn6):
     out, result = built6
-    n_slices = len(syn6["instance_numbers"])
+    n_slices = len(syn6["volume"].instance_numbers)
     kept = int(syn6["heart_mask"].any(axis=(1, 2)).sum())
     assert (result.n_slices, result.n_empty_mask_dropped) == (n_slices, n_slices - kept)
     assert n_slices - kept > 0  # the patient has slices without heart: they are dropped
@@ -310,7 +308,7 @@ def test_every_image_has_its_size_and_manifest_row(built6, syn6):
     assert not [p for p in out.rglob("*") if p.name.endswith((".part", ".old"))]
     segmented = {r["slice"] for r in manifest(out, "segmented", "SYN0006")}
     assert segmented == {
-        n for k, n in enumerate(syn6["instance_numbers"]) if syn6["heart_mask"][k].any()
+        n for k, n in enumerate(syn6["volume"].instance_numbers) if syn6["heart_mask"][k].any()
     }
 
 
@@ -328,7 +326,7 @@ def test_slice_labels_come_from_the_label_table(built6, syn6):
 
 def test_segmented_shows_the_heart_only(built6, syn6):
     out, _ = built6
-    hu, heart = syn6["hu"], syn6["heart_mask"]
+    hu, heart = syn6["volume"].hu, syn6["heart_mask"]
     near_heart = ndimage.binary_dilation(heart, iterations=2, structure=np.ones((1, 3, 3)))
     core = ndimage.binary_erosion(heart, iterations=2, structure=np.ones((1, 3, 3)))
     for row in manifest(out, "segmented", "SYN0006"):
@@ -352,10 +350,11 @@ def test_segmented_shows_the_heart_only(built6, syn6):
 
 def test_every_coronary_lesion_lands_bright_in_a_calcium_tile(built6, syn6):
     out, result = built6
-    hu, heart, lesion_mask = syn6["hu"], syn6["heart_mask"], syn6["lesion_mask"]
-    pixel_area = float(np.prod(syn6["pixel_spacing_mm"]))
-    normalisation = syn6["slice_spacing_mm"] / 3.0
-    reference = agatston_score(hu, lesion_mask, syn6["pixel_spacing_mm"], syn6["slice_spacing_mm"])
+    volume, heart, lesion_mask = syn6["volume"], syn6["heart_mask"], syn6["lesion_mask"]
+    hu = volume.hu
+    pixel_area = float(np.prod(volume.pixel_spacing_mm))
+    normalisation = volume.slice_spacing_mm / 3.0
+    reference = agatston_score(hu, lesion_mask, volume.pixel_spacing_mm, volume.slice_spacing_mm)
     per_slice = np.bincount(
         [lesion.slice_index for lesion in reference.lesions], minlength=hu.shape[0]
     )

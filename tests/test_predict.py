@@ -39,7 +39,7 @@ from cacflow.learning.training import TrainPaths, train_classifier
 from cacflow.patients import pseudonym
 from cacflow.pipeline import StudySettings, process_study, segment_volume
 from cacflow.predict import predict_study
-from cacflow.scoring.scoring import score_volume
+from cacflow.scoring.scoring import classical_score
 from cacflow.synthetic.synth import SynthSettings, synth_patient
 from cacflow.tables import read_tsv, write_tsv
 
@@ -136,11 +136,11 @@ def test_study_with_calcium_is_scored(model, cohort, tmp_path):
         record["model"]["network"] == "vgg16" and record["preprocessing"]["dataset"] == "original"
     )
 
-    # The classical path is the workflow's: the same volume, mask and score_volume.
+    # The classical path is the workflow's: the same volume, mask and classical_score.
     report = read_study(study, CALCIUM_PID)
     volume = volume_of(report.ct)
     mask = segment_volume(volume, StudySettings().segmentation)
-    workflow = score_volume(CALCIUM_PID, volume, mask, volume.instance_numbers)
+    workflow = classical_score(CALCIUM_PID, volume, mask)
     classical = record["totals"]["classical"]
     assert classical["agatston"] == workflow.row["agatston"]
     assert classical["n_lesions"] == len(workflow.lesions) == len(record["lesions"])

@@ -4,8 +4,9 @@ the classical score's rules on synthetic DICOM studies."""
 import numpy as np
 import pytest
 import yaml
+from conftest import make_volume
 
-from cacflow.dicom.ingest import Volume, read_study, volume_of
+from cacflow.dicom.ingest import read_study, volume_of
 from cacflow.imaging.datasets import DatasetSettings, build_patient_datasets
 from cacflow.pipeline import StudySettings, coronary_lesion_mask, segment_volume
 from cacflow.scoring.agatston import agatston_score
@@ -21,7 +22,6 @@ from cacflow.scoring.scoring import (
     filter_candidates,
     hybrid_scores,
     merge_scores,
-    score_volume,
     tissue_noise,
 )
 from cacflow.synthetic.synth import SynthSettings, synth_patient
@@ -48,7 +48,7 @@ def test_classical_scores_calcium_inside_the_heart_mask():
     hu, mask = patient(
         (0, slice(20, 24), slice(20, 24), 250), (2, slice(30, 32), slice(30, 34), 450)
     )
-    score = classical_score("P1", hu, mask, INSTANCES, SPACING, 3.0)
+    score = classical_score("P1", make_volume(hu, INSTANCES, SPACING, 3.0), mask)
     assert score.row == {
         "patient_id": "P1",
         "method": "classical",
@@ -73,7 +73,7 @@ def test_classical_scores_calcium_inside_the_heart_mask():
 
 def test_slice_spacing_normalises_the_score():
     hu, mask = patient((1, slice(20, 24), slice(20, 24), 250))
-    score = classical_score("P1", hu, mask, INSTANCES, SPACING, 1.5)
+    score = classical_score("P1", make_volume(hu, INSTANCES, SPACING, 1.5), mask)
     assert score.row["agatston"] == pytest.approx(4.0)  # 8 x 1.5 / 3
 
 
@@ -82,18 +82,18 @@ def test_calcium_outside_the_heart_mask_is_not_scored():
     hu, mask = patient(
         (1, slice(50, 54), slice(20, 30), 900), (1, slice(20, 24), slice(20, 24), 150)
     )
-    score = classical_score("P1", hu, mask, INSTANCES, SPACING, 3.0)
+    score = classical_score("P1", make_volume(hu, INSTANCES, SPACING, 3.0), mask)
     assert score.row["agatston"] == pytest.approx(4.0)
     assert score.row["n_lesions"] == 1
     # A block straddling the mask edge counts with its inside part only (2 of 4 columns).
     hu, mask = patient((1, slice(20, 24), slice(43, 47), 450))
-    score = classical_score("P1", hu, mask, INSTANCES, SPACING, 3.0)
+    score = classical_score("P1", make_volume(hu, INSTANCES, SPACING, 3.0), mask)
     assert score.row["agatston"] == pytest.approx(2.0 * 4)
 
 
 def test_no_calcium_scores_zero():
     hu, mask = patient()
-    score = classical_score("P1", hu, mask, INSTANCES, SPACING, 3.0)
+    score = classical_score("P1", make_volume(hu, INSTANCES, SPACING, 3.0), mask)
     assert score.row["agatston"] == 0 and score.row["risk_category"] == "0"
     assert score.lesions == []
 
@@ -106,12 +106,13 @@ def test_lesion_tiles_match_the_cropped_manifest(tmp_path):
         (1, slice(27, 30), slice(32, 37), 500),
         (2, slice(36, 42), slice(16, 22), 200),
     )
-    score = classical_score("P1", hu, mask, INSTANCES, SPACING, 3.0, grid=3)
+    volume = make_volume(hu, INSTANCES, SPACING, 3.0)
+    score = classical_score("P1", volume, mask, grid=3)
     assert [r["tiles"] for r in score.lesions] == ["3", "5,6", "7"]
 
     # The datasets call exactly the tiles that show a lesion calcium.
     result = build_patient_datasets(
-        tmp_path, "P1", hu, mask, INSTANCES, SPACING, 3.0, None, hu >= 130, DatasetSettings()
+        tmp_path, "P1", volume, mask, None, hu >= 130, DatasetSettings()
     )
     calcium_tiles = {
         (row["slice"], row["tile"]) for row in result.rows["cropped"] if row["label"] == "calcium"
@@ -123,23 +124,18 @@ def test_lesion_tiles_match_the_cropped_manifest(tmp_path):
 def test_instance_numbers_must_fit_the_volume():
     hu, mask = patient()
     with pytest.raises(ScoringError, match="P1: 2 instance numbers for 3 slices"):
-        classical_score("P1", hu, mask, [1, 2], SPACING, 3.0)
+        classical_score("P1", make_volume(hu, [1, 2], SPACING, 3.0), mask)
+    volume = make_volume(hu, INSTANCES, SPACING, 3.0)
     with pytest.raises(ScoringError, match="P1: heart mask shape"):
-        classical_score("P1", hu, mask[:, :10], INSTANCES, SPACING, 3.0)
-    volume = Volume(hu, SPACING, 3.0, 3.0, np.array(INSTANCES), np.zeros(3))
+        classical_score("P1", volume, mask[:, :10])
     with pytest.raises(ScoringError, match="P1: the segmentation's slices"):
-        score_volume("P1", volume, mask, [1, 2, 3])
+        classical_score("P1", volume, mask, mask_instance_numbers=[1, 2, 3])
 
 
-def test_refused_study_gives_no_rows():
-    empty = np.zeros((0, 0, 0), dtype=bool)
-    assert score_volume("P1", None, empty, np.zeros(0)) is None
-
-
-def test_score_volume_of_an_ingested_volume():
+def test_score_with_the_slices_of_a_saved_mask():
     hu, mask = patient((0, slice(20, 24), slice(20, 24), 250))
-    volume = Volume(hu, SPACING, 3.0, 3.0, np.array(INSTANCES), np.zeros(3))
-    score = score_volume("P1", volume, mask, INSTANCES)
+    volume = make_volume(hu, INSTANCES, SPACING, 3.0)
+    score = classical_score("P1", volume, mask, mask_instance_numbers=INSTANCES)
     assert score.row["agatston"] == pytest.approx(8.0)
     assert score.lesions[0]["slice"] == 11
 
@@ -150,8 +146,9 @@ def lesion_rows(tmp_path):
     hu, mask = patient(
         (0, slice(16, 20), slice(38, 42), 250), (1, slice(27, 30), slice(32, 36), 500)
     )
-    p1 = classical_score("P1", hu, mask, INSTANCES, SPACING, 3.0)
-    p2 = classical_score("P2", *patient(), INSTANCES, SPACING, 3.0)
+    p1 = classical_score("P1", make_volume(hu, INSTANCES, SPACING, 3.0), mask)
+    hu2, mask2 = patient()
+    p2 = classical_score("P2", make_volume(hu2, INSTANCES, SPACING, 3.0), mask2)
     path = tmp_path / "lesions.tsv"
     write_tsv(path, p1.lesions + p2.lesions, LESION_COLUMNS)
     assert [float(r["score"]) for r in p1.lesions] == [8.0, 12.0]
@@ -256,12 +253,13 @@ def test_standard_settings_are_the_plain_algorithm_inside_the_mask():
     hu[3, 20:26, 20:26] = 150  # faint
     hu[:, 0:20, 60:80] = 800  # bone reaching out of the mask
     spacing = (0.8, 0.8)
-    standard = classical_score("P1", hu, mask, list(range(11)), spacing, 3.0, settings=STANDARD)
+    volume = make_volume(hu, list(range(11)), spacing, 3.0)
+    standard = classical_score("P1", volume, mask, settings=STANDARD)
     plain = agatston_score(hu, mask, spacing, 3.0)
     assert standard.row["agatston"] == round(plain.total, 3)
     assert standard.row["n_lesions"] == len(plain.lesions) == len(standard.lesions)
     every_rule = ScoringSettings(min_lesion_pixels=3)
-    filtered = classical_score("P1", hu, mask, list(range(11)), spacing, 3.0, settings=every_rule)
+    filtered = classical_score("P1", volume, mask, settings=every_rule)
     assert filtered.row["agatston"] < standard.row["agatston"]
 
 
@@ -273,7 +271,7 @@ def test_hand_computed_score_is_kept_by_the_rules(settings):
     hu, mask = patient(
         (0, slice(20, 24), slice(20, 24), 250), (2, slice(30, 32), slice(30, 34), 450)
     )
-    score = classical_score("P1", hu, mask, INSTANCES, SPACING, 3.0, settings=settings)
+    score = classical_score("P1", make_volume(hu, INSTANCES, SPACING, 3.0), mask, settings=settings)
     assert (score.row["agatston"], score.row["n_lesions"]) == (16.0, 2)
 
 
@@ -286,18 +284,20 @@ def test_too_few_pixels_are_noise():
     spacing = (0.8, 0.8)
     plaque = 9 * 0.64 * 3  # area x weight 3
     three = ScoringSettings(min_lesion_pixels=3)
-    score = classical_score("P1", hu, mask, INSTANCES, spacing, 3.0, settings=three)
+    volume = make_volume(hu, INSTANCES, spacing, 3.0)
+    score = classical_score("P1", volume, mask, settings=three)
     assert score.row["agatston"] == pytest.approx(plaque)
     assert score.row["n_lesions"] == 1
     # The default leaves the pixel count off: both lesions, as the standard algorithm.
     for settings in (ScoringSettings(), STANDARD):
-        score = classical_score("P1", hu, mask, INSTANCES, spacing, 3.0, settings=settings)
+        score = classical_score("P1", volume, mask, settings=settings)
         assert score.row["agatston"] == pytest.approx(plaque + 2 * 0.64 * 3)
     # At 1.2 mm pixels one pixel is 1.44 mm^2: a lone pixel is dropped from 2 pixels on.
     hu, mask = patient((1, slice(20, 21), slice(20, 21), 300))
     two = ScoringSettings(min_lesion_pixels=2)
-    assert classical_score("P1", hu, mask, INSTANCES, (1.2, 1.2), 3.0).row["n_lesions"] == 1
-    score = classical_score("P1", hu, mask, INSTANCES, (1.2, 1.2), 3.0, settings=two)
+    volume = make_volume(hu, INSTANCES, (1.2, 1.2), 3.0)
+    assert classical_score("P1", volume, mask).row["n_lesions"] == 1
+    score = classical_score("P1", volume, mask, settings=two)
     assert score.row["n_lesions"] == 0
 
 
@@ -329,11 +329,12 @@ def test_faint_blob_on_a_noisy_scan_is_noise():
     assert filtered.noise_sd_hu == pytest.approx(25, rel=0.05)
     assert filtered.excluded["noise"][0, 30:34, 30:34].all()
     assert not filtered.excluded["noise"][2].any()
-    score = classical_score("P1", hu, mask, INSTANCES, SPACING, 3.0)
+    volume = make_volume(hu, INSTANCES, SPACING, 3.0)
+    score = classical_score("P1", volume, mask)
     assert score.row["agatston"] == pytest.approx(4.0 * 4)
     assert [lesion["peak_hu"] for lesion in score.lesions] == [400.0]
     off = ScoringSettings(noise_peak_sd=0.0)
-    score = classical_score("P1", hu, mask, INSTANCES, SPACING, 3.0, settings=off)
+    score = classical_score("P1", volume, mask, settings=off)
     assert score.row["agatston"] == pytest.approx(4.0 * 4 + 4.0 * 1)
 
 
@@ -355,16 +356,18 @@ def test_calcium_deep_in_the_heart_is_not_coronary():
     filtered = filter_candidates(hu, mask, SPACING, 3.0)
     assert filtered.excluded["deep"][5, 48:52, 48:52].all()
     assert filtered.excluded["deep"].sum() == 16
-    score = classical_score("P1", hu, mask, list(range(11)), SPACING, 3.0)
+    volume = make_volume(hu, list(range(11)), SPACING, 3.0)
+    score = classical_score("P1", volume, mask)
     assert score.row["agatston"] == pytest.approx(4.0 * 4)
     assert score.lesions[0]["centroid_row"] == 15.5
     off = ScoringSettings(max_depth_mm=0.0)
-    score = classical_score("P1", hu, mask, list(range(11)), SPACING, 3.0, settings=off)
+    score = classical_score("P1", volume, mask, settings=off)
     assert score.row["agatston"] == pytest.approx(2 * 4.0 * 4)
     # A calcification that reaches the surface zone counts whole, though its centre is deep.
     hu, mask = deep_patient()
     hu[5, 25:60, 48:52] = 600  # from 7.5 mm to 25 mm deep
-    assert classical_score("P1", hu, mask, list(range(11)), SPACING, 3.0).row["n_lesions"] == 1
+    volume = make_volume(hu, list(range(11)), SPACING, 3.0)
+    assert classical_score("P1", volume, mask).row["n_lesions"] == 1
 
 
 def test_candidates_carry_the_rule_that_rejected_them(tmp_path):
@@ -385,7 +388,8 @@ def test_candidates_carry_the_rule_that_rejected_them(tmp_path):
     assert [c.lesion.score for c in candidates] == pytest.approx([16.0, 16.0])
     # The kept ones are the classical score's lesions.
     kept = sum(c.lesion.score for c in candidates if c.outcome == "kept")
-    assert kept == classical_score("P1", hu, mask, list(range(11)), SPACING, 3.0).row["agatston"]
+    volume = make_volume(hu, list(range(11)), SPACING, 3.0)
+    assert kept == classical_score("P1", volume, mask).row["agatston"]
 
     out = tmp_path / "gallery.png"
     draw_lesion_gallery(hu, mask, candidates, SPACING, list(range(11)), out, "P1")
@@ -407,9 +411,10 @@ def test_calcium_on_bone_reaching_out_of_the_mask_is_not_coronary():
     )
     filtered = filter_candidates(hu, mask, SPACING, 3.0)
     assert filtered.excluded["bone"].sum() == 3 * 8 * 10
-    score = classical_score("P1", hu, mask, INSTANCES, SPACING, 3.0)
+    volume = make_volume(hu, INSTANCES, SPACING, 3.0)
+    score = classical_score("P1", volume, mask)
     assert score.row["agatston"] == pytest.approx(2.0 * 4)
-    standard = classical_score("P1", hu, mask, INSTANCES, SPACING, 3.0, settings=STANDARD)
+    standard = classical_score("P1", volume, mask, settings=STANDARD)
     assert standard.row["agatston"] == pytest.approx(2.0 * 4 + 3 * 20.0 * 4)
 
 
@@ -476,8 +481,9 @@ def test_calcium_on_the_wall_of_the_aorta_is_not_coronary():
     off = ScoringSettings(aorta_fat_share=0.0)
     expected = agatston_score(hu, plaque, SPACING, 3.0).total
     assert expected > 10
-    assert classical_score("P1", hu, mask, slices, SPACING, 3.0).row["agatston"] == 0
-    without = classical_score("P1", hu, mask, slices, SPACING, 3.0, settings=off)
+    volume = make_volume(hu, slices, SPACING, 3.0)
+    assert classical_score("P1", volume, mask).row["agatston"] == 0
+    without = classical_score("P1", volume, mask, settings=off)
     assert without.row["agatston"] == pytest.approx(expected)
     # The same plaque on a tube that ends below the scan's top (as a coronary artery does)
     # is kept, and so is one where the heart surrounds the tube (the sinuses, where the
@@ -554,8 +560,8 @@ def score_both(root, pid):
         for rule, where in filtered.excluded.items()
     }
     return (
-        score_volume(pid, volume, mask, volume.instance_numbers),
-        score_volume(pid, volume, mask, volume.instance_numbers, settings=STANDARD),
+        classical_score(pid, volume, mask),
+        classical_score(pid, volume, mask, settings=STANDARD),
         excluded,
     )
 
@@ -601,8 +607,8 @@ def test_aorta_rule_on_a_synthetic_study_with_aortic_wall_calcium(tmp_path):
     assert removed > 100
     assert not (filtered.excluded["aorta"] & coronary).any()
     off = ScoringSettings(aorta_fat_share=0.0)
-    without = score_volume("SYN0017", volume, mask, volume.instance_numbers, settings=off)
-    score = score_volume("SYN0017", volume, mask, volume.instance_numbers)
+    without = classical_score("SYN0017", volume, mask, settings=off)
+    score = classical_score("SYN0017", volume, mask)
     assert without.row["agatston"] == pytest.approx(score.row["agatston"] + removed, abs=0.01)
     assert (truth["risk_category"], without.row["risk_category"]) == ("101-400", ">400")
     assert score.row["risk_category"] == "101-400"

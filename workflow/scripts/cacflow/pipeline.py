@@ -20,7 +20,6 @@ from cacflow.dicom.ingest import (
     QC_COLUMNS,
     IngestSettings,
     StudyReport,
-    Volume,
     check_labels,
     qc_rows,
     read_study,
@@ -36,12 +35,13 @@ from cacflow.imaging.datasets import (
 )
 from cacflow.imaging.labels import slice_labels_from_table
 from cacflow.imaging.segmentation import SegmentationSettings, segment_heart, segmentation_scores
+from cacflow.imaging.volume import Volume
 from cacflow.scoring.scoring import (
     LESION_COLUMNS,
     PATIENT_COLUMNS,
     PatientScore,
     ScoringSettings,
-    score_volume,
+    classical_score,
 )
 from cacflow.tables import save_npz, write_tsv
 
@@ -171,16 +171,7 @@ def make_datasets(
     if truth_path is not None:
         lesion_mask = coronary_lesion_mask(truth_path, volume.instance_numbers)
     return build_patient_datasets(
-        out_root,
-        patient_id,
-        volume.hu,
-        heart_mask,
-        volume.instance_numbers,
-        volume.pixel_spacing_mm,
-        volume.slice_spacing_mm,
-        labels,
-        lesion_mask,
-        settings,
+        out_root, patient_id, volume, heart_mask, labels, lesion_mask, settings
     )
 
 
@@ -298,10 +289,9 @@ def process_volume(
     )  # fmt: skip
     seconds["datasets"] = time.perf_counter() - start
     start = time.perf_counter()
-    score = score_volume(
-        patient_id, volume, heart_mask, volume.instance_numbers, settings.datasets.grid,
-        settings=settings.scoring,
-    )  # fmt: skip
+    score = classical_score(
+        patient_id, volume, heart_mask, settings.datasets.grid, settings=settings.scoring
+    )
     seconds["agatston"] = time.perf_counter() - start
     return PatientResult(
         volume=volume,

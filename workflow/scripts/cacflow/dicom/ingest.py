@@ -40,6 +40,7 @@ from pydicom.uid import UID
 from cacflow import settings_from_config
 from cacflow.imaging import DatasetError
 from cacflow.imaging.labels import slice_labels_from_table
+from cacflow.imaging.volume import Volume
 
 # Sorting and geometry ------------------------------------------------------------------
 MAX_TILT_DEGREES = 30.0
@@ -657,18 +658,6 @@ def qc_rows(report: StudyReport) -> list[dict]:
             )
         rows.append(row)
     return rows
-
-
-@dataclass
-class Volume:
-    """An accepted series as the later stages take it (`volume_of`)."""
-
-    hu: np.ndarray
-    pixel_spacing_mm: tuple[float, float]
-    slice_spacing_mm: float
-    slice_thickness_mm: float
-    instance_numbers: np.ndarray
-    positions_mm: np.ndarray
 
 
 def volume_of(ct: CTSeries) -> Volume:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +44,7 @@ from cacflow.imaging.labels import (
     tile_label,
 )
 from cacflow.imaging.png import png_bytes
+from cacflow.imaging.volume import Volume
 from cacflow.imaging.windowing import window_to_uint8
 from cacflow.scoring.agatston import REFERENCE_SPACING_MM, THRESHOLD_HU
 from cacflow.tables import read_tsv, tsv_columns, write_tsv
@@ -126,11 +127,8 @@ class PatientDatasets:
 def build_patient_datasets(
     out_root: Path,
     patient_id: str,
-    hu: np.ndarray,
+    volume: Volume,
     heart_mask: np.ndarray,
-    instance_numbers: Sequence[int],
-    pixel_spacing_mm: tuple[float, float] | float,
-    slice_spacing_mm: float,
     slice_labels: Mapping[int, SliceLabel] | None,
     lesion_mask: np.ndarray | None,
     settings: DatasetSettings,
@@ -139,16 +137,16 @@ def build_patient_datasets(
 
     Images go to ``out_root/<dataset>/<patient_id>/<patient_id>_<instance:04d>[_t<n>].png``,
     manifests to ``out_root/<dataset>/<patient_id>.tsv`` (columns `MANIFEST_COLUMNS`, paths
-    relative to ``out_root/<dataset>``). `hu` is (slice, row, col); `heart_mask` and
-    `lesion_mask` (true coronary lesion pixels, or None when unknown) are bool arrays of
-    the same shape; `slice_labels` maps each instance number to its label-table row.
+    relative to ``out_root/<dataset>``). `heart_mask` and `lesion_mask` (true coronary
+    lesion pixels, or None when unknown) are bool arrays of the shape of `volume.hu`
+    (slice, row, col); `slice_labels` maps each instance number to its label-table row.
     """
     out_root = Path(out_root)
-    hu, heart_mask, lesion_mask = _checked_arrays(patient_id, hu, heart_mask, lesion_mask)
-    instances = [int(n) for n in instance_numbers]
+    hu, heart_mask, lesion_mask = _checked_arrays(patient_id, volume.hu, heart_mask, lesion_mask)
+    instances = [int(n) for n in volume.instance_numbers]
     _check_instances(patient_id, instances, hu.shape[0], slice_labels)
-    pixel_area_mm2 = _pixel_area_mm2(patient_id, pixel_spacing_mm)
-    score_per_weight = pixel_area_mm2 * float(slice_spacing_mm) / REFERENCE_SPACING_MM
+    pixel_area_mm2 = _pixel_area_mm2(patient_id, volume.pixel_spacing_mm)
+    score_per_weight = pixel_area_mm2 * float(volume.slice_spacing_mm) / REFERENCE_SPACING_MM
     pixel_mm = float(np.sqrt(pixel_area_mm2))  # the side of a (square) slice pixel
 
     grey = window_to_uint8(hu, settings.window_center_hu, settings.window_width_hu)

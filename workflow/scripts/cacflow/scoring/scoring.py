@@ -86,8 +86,8 @@ import numpy as np
 from scipy import ndimage
 
 from cacflow import settings_from_config
-from cacflow.dicom.ingest import Volume
 from cacflow.imaging.geometry import heart_box, tile_boxes
+from cacflow.imaging.volume import Volume
 from cacflow.scoring.agatston import (
     MIN_AREA_MM2,
     THRESHOLD_HU,
@@ -468,26 +468,31 @@ def _bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
 
 def classical_score(
     patient_id: str,
-    hu: np.ndarray,
+    volume: Volume,
     heart_mask: np.ndarray,
-    instance_numbers: Sequence[int],
-    pixel_spacing_mm: tuple[float, float],
-    slice_spacing_mm: float,
     grid: int = 3,
     settings: ScoringSettings = ScoringSettings(),
+    mask_instance_numbers: Sequence[int] | None = None,
 ) -> PatientScore:
-    """Agatston score of the calcium inside `heart_mask` (slice x row x col, superior to
-    inferior, as `hu`) that the rules of `settings` keep (`STANDARD`: all of it), with the
-    lesions and the cropped tiles (`grid` x `grid`) that show them."""
-    hu = np.asarray(hu)
+    """Agatston score of the calcium of `volume` inside `heart_mask` (slice x row x col, as
+    `volume.hu`) that the rules of `settings` keep (`STANDARD`: all of it), with the lesions
+    and the cropped tiles (`grid` x `grid`) that show them. `mask_instance_numbers`: the
+    slices a saved mask was made for, checked against the volume's when given."""
+    hu = np.asarray(volume.hu)
     heart_mask = np.asarray(heart_mask, dtype=bool)
+    instances = [int(n) for n in volume.instance_numbers]
+    pixel_spacing_mm, slice_spacing_mm = volume.pixel_spacing_mm, volume.slice_spacing_mm
     if hu.ndim != 3 or heart_mask.shape != hu.shape:
         raise ScoringError(
             f"{patient_id}: heart mask shape {heart_mask.shape} differs from HU {hu.shape}"
         )
-    if len(instance_numbers) != hu.shape[0]:
+    if len(instances) != hu.shape[0]:
         raise ScoringError(
-            f"{patient_id}: {len(instance_numbers)} instance numbers for {hu.shape[0]} slices"
+            f"{patient_id}: {len(instances)} instance numbers for {hu.shape[0]} slices"
+        )
+    if mask_instance_numbers is not None and [int(n) for n in mask_instance_numbers] != instances:
+        raise ScoringError(
+            f"{patient_id}: the segmentation's slices (instance numbers) differ from the volume's"
         )
     region = filter_candidates(hu, heart_mask, pixel_spacing_mm, slice_spacing_mm, settings).region
     result = agatston_score(hu, region, pixel_spacing_mm, slice_spacing_mm)
@@ -512,7 +517,7 @@ def classical_score(
             rows.append(
                 {
                     "patient_id": patient_id,
-                    "slice": int(instance_numbers[k]),
+                    "slice": instances[k],
                     "slice_index": k,
                     "centroid_row": round(lesion.centroid_row, 2),
                     "centroid_col": round(lesion.centroid_col, 2),
@@ -544,34 +549,6 @@ def _lesion_pixels(
         if len(r) * pixel_area_mm2 >= MIN_AREA_MM2:
             pixels.append((r + where[0].start, c + where[1].start))
     return pixels
-
-
-def score_volume(
-    patient_id: str,
-    volume: Volume | None,
-    heart_mask: np.ndarray,
-    mask_instance_numbers: Sequence[int],
-    grid: int = 3,
-    settings: ScoringSettings = ScoringSettings(),
-) -> PatientScore | None:
-    """Classical score of an ingested volume (`cacflow.dicom.ingest.volume_of`) with its heart
-    mask (`cacflow.pipeline.segment_volume`); None for a refused study."""
-    if volume is None:
-        return None
-    if [int(n) for n in mask_instance_numbers] != [int(n) for n in volume.instance_numbers]:
-        raise ScoringError(
-            f"{patient_id}: the segmentation's slices (instance numbers) differ from the volume's"
-        )
-    return classical_score(
-        patient_id,
-        volume.hu,
-        heart_mask,
-        volume.instance_numbers,
-        volume.pixel_spacing_mm,
-        volume.slice_spacing_mm,
-        grid,
-        settings,
-    )
 
 
 # Hybrid ---------------------------------------------------------------------------------
