@@ -44,7 +44,7 @@ LOCAL_RULES |= {"dataset_manifest", "library_stamp", "make_splits", "augmentatio
 LOCAL_RULES |= {"agatston_patients", "agatston_agreement", "agatston_figures", "hybrid_scores"}
 LOCAL_RULES |= {"training_summary", "training_curves", "evaluation_figures"}
 LOCAL_RULES |= {"example_figure", "report"}
-GROUPED_RULES = {"synth_patient", "process_patient", "lesion_gallery"}
+GROUPED_RULES = {"synth_patient", "process_patient"}
 
 
 def job_stats(output: str) -> dict[str, int]:

@@ -8,11 +8,13 @@ import io
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
+from PIL import Image
 from pydicom import uid
 from pydicom.data import get_testdata_file
 from pydicom.pixels import apply_rescale
@@ -37,7 +39,7 @@ from cacflow.dicom.ingest import (
     read_study,
 )
 from cacflow.patients import pseudonym, read_label_table
-from cacflow.pipeline import StudySettings, process_study
+from cacflow.pipeline import PatientFiles, StudySettings, process_study, run_patient, write_refused
 from cacflow.synthetic.synth import SynthSettings, synth_cohort
 
 PID = "SYN0001"
@@ -325,6 +327,28 @@ def test_pseudonymize_accepts_and_keeps_no_identifier(phi_cohort, tmp_path):
     blob = b"".join(path.read_bytes() for path in written) + str(qc_rows(report)).encode()
     for value in (str(ds.PatientName), ds.PatientID, ds.StudyDate, ds.InstitutionName):
         assert value.encode() not in blob
+
+
+def test_the_chain_draws_the_gallery_of_the_candidates_it_scored(study, tmp_path):
+    # `cacflow ingest` draws no gallery; the workflow's per-patient rule asks for one.
+    layout = PatientFiles.in_folder(tmp_path / "out", PID)
+    assert layout.gallery is None
+    where = replace(layout, gallery=tmp_path / "out" / "gallery.png")
+    _, result = run_patient(study, PID, StudySettings(), where)
+    score = result.score
+    kept = [c.lesion for c in score.candidates if c.outcome == "kept"]
+    assert len(kept) == score.row["n_lesions"] == len(score.lesions)
+    assert sum(lesion.score for lesion in kept) == pytest.approx(score.row["agatston"], abs=0.01)
+    with Image.open(where.gallery) as png:
+        assert png.format == "PNG" and png.width >= 600
+    # A refused study still gets its gallery, which says so, so the report's figure exists.
+    files(study)[3].write_text("not an image\n")
+    refused_where = replace(where, gallery=tmp_path / "refused.png")
+    report, result = run_patient(study, PID, StudySettings(), refused_where)
+    assert result is None and not report.accepted
+    write_refused(refused_where, PID)
+    with Image.open(refused_where.gallery) as png:
+        assert png.format == "PNG"
 
 
 def test_pseudonym_pattern_and_allowed_tags(study):

@@ -389,7 +389,10 @@ def test_candidates_carry_the_rule_that_rejected_them(tmp_path):
     # The kept ones are the classical score's lesions.
     kept = sum(c.lesion.score for c in candidates if c.outcome == "kept")
     volume = make_volume(hu, list(range(11)), SPACING, 3.0)
-    assert kept == classical_score("P1", volume, mask).row["agatston"]
+    score = classical_score("P1", volume, mask)
+    assert kept == score.row["agatston"]
+    # The classical score hands over the same candidates, so nothing filters twice.
+    assert score.candidates == candidates
 
     out = tmp_path / "gallery.png"
     draw_lesion_gallery(hu, mask, candidates, SPACING, list(range(11)), out, "P1")

@@ -89,35 +89,3 @@ rule hybrid_scores:
         split="test",
     script:
         "../scripts/hybrid_scores.py"
-
-
-rule lesion_gallery:
-    input:
-        study=study_input,
-        segmentation="results/segmentation/{patient}.npz",
-        lib=lib("lesion_gallery"),
-    output:
-        report(
-            "results/figures/lesions/{patient}.png",
-            caption="../report/lesion_gallery.rst",
-            category="Agatston lesions",
-            labels={"patient": "{patient}"},
-        ),
-    log:
-        "results/logs/lesion_gallery/{patient}.log",
-    benchmark:
-        "results/benchmarks/lesion_gallery/{patient}.tsv"
-    group:
-        "patient"
-    conda:
-        "../../envs/dicom.yaml"
-    threads: 1
-    resources:
-        mem_mb=3000,
-        runtime=10,
-    params:
-        ingest=config["ingest"],
-        classical=config["agatston"]["classical"],
-        study=lambda wildcards: study_folders()[wildcards.patient],
-    script:
-        "../scripts/lesion_gallery.py"

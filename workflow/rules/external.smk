@@ -44,6 +44,8 @@ rule external_truth_tables:
         "../scripts/synth_tables.py"
 
 
+# No gallery output (process_patient's `gallery`): the report shows the training cohort's
+# lesion galleries only, and the script draws one only where its rule asks for it.
 use rule process_patient as process_external_patient with:
     input:
         study="results/external/synthetic/dicom/{patient}",

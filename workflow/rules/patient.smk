@@ -1,7 +1,9 @@
 # One job per patient, for every per-patient stage: a 2,300-patient cohort is 2,300 jobs
 # (planned in seconds; one SLURM submission each, or fewer with group-components), not four
 # times as many. The price: a changed segmentation, datasets or Agatston setting reruns the
-# whole chain of every patient (ingest is the cheap part of it).
+# whole chain of every patient (ingest is the cheap part of it). The lesion gallery is drawn
+# here too, from the volume and candidates the score already has: a job of its own would
+# read the DICOM and filter the candidates again.
 rule process_patient:
     input:
         study=study_input,
@@ -21,6 +23,12 @@ rule process_patient:
         datasets_qc="results/qc/datasets/{patient}.tsv",
         scores="results/agatston/classical/{patient}.tsv",
         lesions="results/agatston/lesions/{patient}.tsv",
+        gallery=report(
+            "results/figures/lesions/{patient}.png",
+            caption="../report/lesion_gallery.rst",
+            category="Agatston lesions",
+            labels={"patient": "{patient}"},
+        ),
     log:
         "results/logs/patient/{patient}.log",
     benchmark:

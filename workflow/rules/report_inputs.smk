@@ -88,10 +88,11 @@ def report_figures():
                 caption("agatston_bland_altman"),
             ],
         ]
+    # The training cohort's galleries only: the external cohort's patients draw none.
     evaluation += [
         [
             f"Candidate lesions: {patient}",
-            f"results/figures/lesions/{patient}.png",
+            expand(rules.process_patient.output.gallery, patient=patient)[0],
             caption("lesion_gallery", patient=patient),
         ]
         for patient in patient_ids()

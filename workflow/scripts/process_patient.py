@@ -1,9 +1,11 @@
 """Rule process_patient: one patient's study from DICOM to its per-patient tables, in one
-process (`cacflow.pipeline.run_patient`): ingest, heart mask, the three image datasets and
-the classical Agatston score.
+process (`cacflow.pipeline.run_patient`): ingest, heart mask, the three image datasets, the
+classical Agatston score and, where the rule has a `gallery` output, the gallery of its
+candidate lesions (the external cohort's rule has none).
 
 A refused study is not an error of the run (it is listed in results/qc/series.tsv and gets
-an empty mask, empty manifests and header-only score tables) unless ingest.strict is set."""
+an empty mask, empty manifests, header-only score tables and a "study refused" gallery)
+unless ingest.strict is set."""
 
 import logging
 import sys
@@ -32,6 +34,7 @@ files = PatientFiles(
     datasets_qc=Path(out.datasets_qc),
     lesions=Path(out.lesions),
     scores=Path(out.scores),
+    gallery=Path(out.gallery) if out.get("gallery") else None,
 )
 settings = StudySettings(
     ingest=IngestSettings.from_config(dict(params.ingest)),
@@ -68,3 +71,12 @@ for stage, row in (
 ):
     log.info("%s (%.2f s): %s", stage, result.seconds[stage], row)
 log.info("read (%.2f s)", result.seconds["read"])
+if files.gallery is not None:
+    candidates = result.score.candidates
+    log.info(
+        "%s: %d candidate lesions, %d kept (gallery %.2f s)",
+        patient_id,
+        len(candidates),
+        sum(c.outcome == "kept" for c in candidates),
+        result.seconds["gallery"],
+    )

@@ -1,9 +1,11 @@
 """The per-patient chain: ingest with its checks and PHI guard, heart segmentation (with its
-QC against a known truth), the three image datasets and the classical Agatston score.
+QC against a known truth), the three image datasets and the classical Agatston score, with
+the gallery of its candidate lesions.
 
 The workflow's per-patient rule and `cacflow ingest` run it whole (`run_patient`), writing
-the same tables; `cacflow predict` runs the same two calls (`read_checked_study`, then
-`process_volume`), with the model's loading between them.
+the same tables (the gallery only where the rule asks for it); `cacflow predict` runs the
+same two calls (`read_checked_study`, then `process_volume`), with the model's loading
+between them.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from cacflow.imaging.datasets import (
 from cacflow.imaging.labels import slice_labels_from_table
 from cacflow.imaging.segmentation import SegmentationSettings, segment_heart, segmentation_scores
 from cacflow.imaging.volume import Volume
+from cacflow.reporting.lesion_gallery import draw_lesion_gallery
 from cacflow.scoring.scoring import (
     LESION_COLUMNS,
     PATIENT_COLUMNS,
@@ -226,7 +229,8 @@ class PatientResult:
 @dataclass(frozen=True)
 class PatientFiles:
     """Where the chain writes one patient's tables: the per-patient rule's outputs. Images
-    and manifests go under `datasets`/<dataset>/."""
+    and manifests go under `datasets`/<dataset>/; the lesion gallery is drawn when `gallery`
+    is set."""
 
     series_qc: Path
     segmentation: Path
@@ -235,10 +239,12 @@ class PatientFiles:
     datasets_qc: Path
     lesions: Path
     scores: Path
+    gallery: Path | None = None
 
     @classmethod
     def in_folder(cls, out_dir: Path, patient_id: str) -> PatientFiles:
-        """The layout of `cacflow ingest --out DIR`."""
+        """The layout of `cacflow ingest --out DIR`. No gallery: it is drawn for the
+        workflow's report, and checking a study needs the tables only."""
         out_dir = Path(out_dir)
         return cls(
             series_qc=out_dir / "qc" / "series.tsv",
@@ -306,13 +312,20 @@ def process_volume(
 
 def write_refused(files: PatientFiles, patient_id: str) -> None:
     """A refused study's place in the workflow: an empty mask, empty image folders and
-    header-only tables, so that the cohort's merged tables and datasets go on without it."""
+    header-only tables, so that the cohort's merged tables and datasets go on without it,
+    and a gallery that says so, so that the report's figure exists."""
     save_segmentation(files.segmentation, None, None)
     write_tsv(files.segmentation_qc, [], SEGMENTATION_QC_COLUMNS)
     write_empty_datasets(files.datasets, patient_id)
     write_tsv(files.datasets_qc, [], DATASET_QC_COLUMNS)
     write_tsv(files.lesions, [], LESION_COLUMNS)
     write_tsv(files.scores, [], PATIENT_COLUMNS)
+    if files.gallery is not None:
+        empty = np.zeros((1, 1, 1))
+        draw_lesion_gallery(
+            empty, empty.astype(bool), [], (1.0, 1.0), [0], files.gallery,
+            f"{patient_id}: study refused",
+        )  # fmt: skip
 
 
 def run_patient(
@@ -325,7 +338,8 @@ def run_patient(
     label_key: str | None = None,
 ) -> tuple[StudyReport, PatientResult | None]:
     """The whole chain for one study, its tables written to `files` (each atomically):
-    the series QC always, the rest for an accepted study (None for a refused one)."""
+    the series QC always, the rest for an accepted study (None for a refused one), and its
+    lesion gallery when `files.gallery` is set."""
     start = time.perf_counter()
     report = read_checked_study(study_dir, patient_id, settings.ingest, label_rows, label_key)
     write_tsv(files.series_qc, qc_rows(report), QC_COLUMNS)
@@ -342,6 +356,13 @@ def run_patient(
     write_tsv(files.datasets_qc, [result.datasets_qc], DATASET_QC_COLUMNS)
     write_tsv(files.lesions, result.score.lesions, LESION_COLUMNS)
     write_tsv(files.scores, [result.score.row], PATIENT_COLUMNS)
+    if files.gallery is not None:
+        start = time.perf_counter()
+        draw_lesion_gallery(
+            volume.hu, result.heart_mask, result.score.candidates, volume.pixel_spacing_mm,
+            volume.instance_numbers, files.gallery, patient_id,
+        )  # fmt: skip
+        result.seconds["gallery"] = time.perf_counter() - start
     return report, result
 
 

@@ -186,11 +186,22 @@ class CandidateFilter:
 
 
 @dataclass(frozen=True)
+class Candidate:
+    """A candidate lesion of the standard algorithm inside the heart mask, and what the
+    rules made of it: "kept" or the rule that rejected it."""
+
+    lesion: Lesion2D
+    outcome: str
+
+
+@dataclass(frozen=True)
 class PatientScore:
-    """A patient's row of the scores table and the rows of its scored lesions."""
+    """A patient's row of the scores table, the rows of its scored lesions and every
+    candidate lesion with the rules' verdict (the lesion gallery draws them)."""
 
     row: dict
     lesions: list[dict]
+    candidates: list[Candidate] = field(default_factory=list)
 
 
 def patient_row(
@@ -308,15 +319,6 @@ def filter_candidates(
         excluded[rule] = pixel_reason == k
     region = heart_mask & (pixel_reason == 0)
     return CandidateFilter(region, excluded, level, noise_sd)
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """A candidate lesion of the standard algorithm inside the heart mask, and what the
-    rules made of it: "kept" or the rule that rejected it."""
-
-    lesion: Lesion2D
-    outcome: str
 
 
 def candidate_lesions(
@@ -476,8 +478,9 @@ def classical_score(
 ) -> PatientScore:
     """Agatston score of the calcium of `volume` inside `heart_mask` (slice x row x col, as
     `volume.hu`) that the rules of `settings` keep (`STANDARD`: all of it), with the lesions
-    and the cropped tiles (`grid` x `grid`) that show them. `mask_instance_numbers`: the
-    slices a saved mask was made for, checked against the volume's when given."""
+    and the cropped tiles (`grid` x `grid`) that show them, and every candidate lesion with
+    its verdict (`candidate_lesions`). `mask_instance_numbers`: the slices a saved mask was
+    made for, checked against the volume's when given."""
     hu = np.asarray(volume.hu)
     heart_mask = np.asarray(heart_mask, dtype=bool)
     instances = [int(n) for n in volume.instance_numbers]
@@ -494,7 +497,8 @@ def classical_score(
         raise ScoringError(
             f"{patient_id}: the segmentation's slices (instance numbers) differ from the volume's"
         )
-    region = filter_candidates(hu, heart_mask, pixel_spacing_mm, slice_spacing_mm, settings).region
+    found = filter_candidates(hu, heart_mask, pixel_spacing_mm, slice_spacing_mm, settings)
+    region = found.region
     result = agatston_score(hu, region, pixel_spacing_mm, slice_spacing_mm)
     by_slice: dict[int, list] = defaultdict(list)
     for lesion in result.lesions:
@@ -530,7 +534,8 @@ def classical_score(
                 }
             )
     row = patient_row(patient_id, CLASSICAL, result.total, result.volume_mm3, len(result.lesions))
-    return PatientScore(row, rows)
+    candidates = candidate_lesions(hu, heart_mask, found, pixel_spacing_mm, slice_spacing_mm)
+    return PatientScore(row, rows, candidates)
 
 
 def _lesion_pixels(
