@@ -17,6 +17,7 @@ from cacflow.patients import synthetic_patient_ids
 from cacflow.scoring.agatston import RISK_CATEGORIES, agatston_score
 from cacflow.synthetic import phantom
 from cacflow.synthetic.acquisition import Acquisition, Grid
+from cacflow.synthetic.anatomy import sample_anatomy
 from cacflow.synthetic.geometry import Ellipsoid
 from cacflow.synthetic.synth import SynthSettings, coronary_slices, simulate_patient
 
@@ -294,3 +295,31 @@ def test_phantom_partial_volume_of_a_small_lesion_is_its_volume():
     _, occupancy = phantom.calcification_occupancy(grid, shape, 0.0, 3.0)
     measured = occupancy.sum() * 0.7 * 0.7 * 3.0
     assert measured == pytest.approx(4 / 3 * np.pi * 1.5, rel=0.1)
+
+
+def _off_the_wall_mm(point: np.ndarray, tube) -> float:
+    """How far `point` lies from the surface of the nearest segment of a tube of capsules."""
+    axis = tube.p1 - tube.p0
+    t = np.clip(((point - tube.p0) * axis).sum(1) / (axis * axis).sum(1), 0, 1)
+    to_axis = np.linalg.norm(tube.p0 + t[:, None] * axis - point, axis=1)
+    return float(np.abs(to_axis - tube.radius).min())
+
+
+def test_coronary_ostia_sit_in_the_sinuses_and_aortic_plaques_in_the_aortic_wall():
+    """Ostia 10-19 mm above the valve plane, below the sinotubular junction; the left main
+    runs slightly down from its ostium to the bifurcation; aortic wall plaques are centred
+    on the wall (the sinuses' wider one at the root)."""
+    for index in range(100):
+        anatomy = sample_anatomy(np.random.default_rng([COHORT_SEED, index, 0]))
+        valve = anatomy.aortic_valve
+        lad, rca = anatomy.coronary_lumen["LAD"], anatomy.coronary_lumen["RCA"]
+        for ostium in (lad.p0[0], rca.p0[0]):
+            assert 10.0 <= ostium[2] - valve[2] <= 19.0, index
+            assert ostium[2] < anatomy.aortic_root_top_z, index
+        left_main_end = lad.p1[3]  # the left main is the first four capsules of the LAD
+        assert left_main_end[2] <= lad.p0[0][2] - 3.9, index
+        assert np.linalg.norm(left_main_end - lad.p0[0]) >= 1.5, index
+        aorta = (anatomy.ascending_aorta, anatomy.descending_aorta)
+        for plaque in anatomy.calcifications:
+            if plaque.kind == "aortic_wall":
+                assert min(_off_the_wall_mm(plaque.shape.center, tube) for tube in aorta) < 1e-6

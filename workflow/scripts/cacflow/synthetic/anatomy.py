@@ -126,7 +126,14 @@ def _behind_chest_wall(frame: HeartFrame, body_front, min_depth_mm: float) -> np
 def _coronary_paths(
     frame: HeartFrame, fat_mm: float, root: np.ndarray, root_radius: float, rng: np.random.Generator
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Centre lines (points, radii) of LAD (with left main), LCX and RCA in the fat layer."""
+    """Centre lines (points, radii) of LAD (with left main), LCX and RCA in the fat layer.
+
+    The ostia sit in the sinuses of Valsalva, below the sinotubular junction: 10-17 mm
+    (left) and 11-19 mm (right) above the valve plane (CT series measure about 13-14 and
+    15-17 mm, SD about 3 mm). The left main runs left and slightly down (4 mm) to its
+    bifurcation in the AV groove; where the groove there lies higher, the bifurcation moves
+    forward round the groove, to where it is low enough.
+    """
     depth = max(0.55 * fat_mm, 2.2)
     scale = 1.0 - depth / float(np.mean(frame.semi))
     t_av = rng.uniform(-0.62, -0.48)
@@ -146,16 +153,33 @@ def _coronary_paths(
         return root + _unit(radial) * root_radius * 0.95 + np.array([0, 0, dz])
 
     bifurcation_phi = rng.uniform(318, 332)
-    lad = along(t_av, rng.uniform(0.82, 0.95), bifurcation_phi + 5, rng.uniform(340, 355), 40)
-    lcx = along(t_av, t_av + 0.05, bifurcation_phi - 5, rng.uniform(225, 250), 30)
+    lad_end, lad_phi_end = rng.uniform(0.82, 0.95), rng.uniform(340, 355)
+    lad_wiggle = wiggle(40, 4.0)
+    lcx_phi_end = rng.uniform(225, 250)
+    lcx_wiggle = wiggle(30, 4.0)
     crux_phi = rng.uniform(195, 210)
     rca_ring = along(t_av, t_av, rng.uniform(40, 60), crux_phi, 45)
     pda = along(t_av, rng.uniform(0.1, 0.4), crux_phi, crux_phi, 20)
     rca = np.concatenate([rca_ring, pda[1:]])
-    left_main_start = ostium(lad[0], rng.uniform(6, 12))
-    rca_start = ostium(rca[0], rng.uniform(6, 12))
-    left_main = np.linspace(left_main_start, lad[0], 5)
-    rca_proximal = np.linspace(rca_start, rca[0], 5)
+    left_ostium_mm, right_ostium_mm = rng.uniform(10, 17), rng.uniform(11, 19)
+    highest = root[2] + left_ostium_mm - 4.0  # level or slightly down
+    while bifurcation_phi < 380 and (
+        frame.point(np.array(t_av), np.array(bifurcation_phi + 5 + lad_wiggle[0]), scale)[2]
+        > highest
+    ):
+        bifurcation_phi += 1.0
+    lad = frame.point(
+        np.linspace(t_av, lad_end, 40),
+        np.linspace(bifurcation_phi + 5, max(lad_phi_end, bifurcation_phi + 5), 40) + lad_wiggle,
+        scale,
+    )
+    lcx = frame.point(
+        np.linspace(t_av, t_av + 0.05, 30),
+        np.linspace(bifurcation_phi - 5, lcx_phi_end, 30) + lcx_wiggle,
+        scale,
+    )
+    left_main = np.linspace(ostium(lad[0], left_ostium_mm), lad[0], 5)
+    rca_proximal = np.linspace(ostium(rca[0], right_ostium_mm), rca[0], 5)
 
     def taper(n, r0, r1):
         return np.linspace(r0, r1, n)
@@ -481,7 +505,7 @@ def sample_anatomy(rng: np.random.Generator) -> Anatomy:
     coronary = {name: Capsules.from_polyline(p, r) for name, (p, r) in paths.items()}
     calcifications = _coronary_calcifications(paths, rng)
     calcifications += _noncoronary_calcifications(
-        rng, bool(calcifications), valve, root_radius, ascending, descending, frame, desc_radius
+        rng, bool(calcifications), valve, root_radius, ascending, descending, frame
     )
 
     return Anatomy(
@@ -525,22 +549,19 @@ def _noncoronary_calcifications(
     ascending: Capsules,
     descending: Capsules,
     frame: HeartFrame,
-    desc_radius: float,
 ) -> list[Calcification]:
     """Confounders a coronary calcium detector must not count."""
     found: list[Calcification] = []
     # Aortic wall plaques (descending and ascending aorta), common with age.
     if rng.random() < 0.2 + 0.35 * has_cac:
         for _ in range(rng.integers(1, 7)):
-            vessel, radius = (
-                (descending, desc_radius) if rng.random() < 0.7 else (ascending, root_radius)
-            )
+            vessel = descending if rng.random() < 0.7 else ascending
             k = rng.integers(len(vessel))
             axis = vessel.p1[k] - vessel.p0[k]
             centre = vessel.p0[k] + rng.random() * axis
             n1, _ = _perpendicular_frame(_unit(axis), rng)
             shape = _ellipsoid_along(
-                centre + n1 * radius,
+                centre + n1 * vessel.radius[k],  # in the wall (the sinuses' wider one at the root)
                 axis,
                 rng.uniform(1.5, 5),
                 (rng.uniform(0.6, 1.4), rng.uniform(1.5, 4)),
