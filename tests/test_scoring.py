@@ -10,6 +10,7 @@ from cacflow.dicom.ingest import read_study, volume_of
 from cacflow.imaging.datasets import DatasetSettings, build_patient_datasets
 from cacflow.pipeline import StudySettings, coronary_lesion_mask, segment_volume
 from cacflow.scoring.agatston import agatston_score
+from cacflow.scoring.arteries import ARTERY_COLUMNS
 from cacflow.scoring.scoring import (
     LESION_COLUMNS,
     MERGED_COLUMNS,
@@ -49,14 +50,16 @@ def test_classical_scores_calcium_inside_the_heart_mask():
         (0, slice(20, 24), slice(20, 24), 250), (2, slice(30, 32), slice(30, 34), 450)
     )
     score = classical_score("P1", make_volume(hu, INSTANCES, SPACING, 3.0), mask)
-    assert score.row == {
+    assert {k: v for k, v in score.row.items() if k not in ARTERY_COLUMNS} == {
         "patient_id": "P1",
         "method": "classical",
         "agatston": 16.0,
         "volume_mm3": 18.0,  # (4 + 2) mm^2 x 3 mm
         "risk_category": "11-100",
         "n_lesions": 2,
+        "n_vessels": sum(score.row[c] > 0 for c in ARTERY_COLUMNS),
     }
+    assert sum(score.row[c] for c in ARTERY_COLUMNS) == pytest.approx(16.0)
     assert [set(r) for r in score.lesions] == [set(LESION_COLUMNS)] * 2
     first, second = score.lesions
     assert (first["slice"], first["slice_index"]) == (11, 0)
@@ -164,6 +167,8 @@ def test_hybrid_keeps_lesions_whose_tiles_are_called_calcium(tmp_path):
         {"patient_id": "P2", "slice": "11", "tile": "1", "probability": "0.99"},
     ]
     rows = hybrid_scores(lesions, predictions, "hybrid:cropped/resnet50")
+    none = dict.fromkeys(ARTERY_COLUMNS, 0.0)
+    kept_artery = f"agatston_{lesions[0]['artery'].lower()}"  # only the first lesion is kept
     assert rows == [
         {
             "patient_id": "P1",
@@ -172,6 +177,9 @@ def test_hybrid_keeps_lesions_whose_tiles_are_called_calcium(tmp_path):
             "volume_mm3": 12.0,
             "risk_category": "1-10",
             "n_lesions": 1,
+            **none,
+            kept_artery: 8.0,
+            "n_vessels": 1,
         },
         {
             "patient_id": "P2",
@@ -180,6 +188,8 @@ def test_hybrid_keeps_lesions_whose_tiles_are_called_calcium(tmp_path):
             "volume_mm3": 0.0,
             "risk_category": "0",
             "n_lesions": 0,
+            **none,
+            "n_vessels": 0,
         },
     ]
     # A probability of exactly the threshold keeps; a lower threshold keeps both lesions.

@@ -188,7 +188,7 @@ def predict_study(
     ]
     method = f"hybrid:{kind}/{prep['model']}"
     hybrid = hybrid_scores(score.lesions, predictions, method, threshold)
-    hybrid_row = hybrid[0] if hybrid else patient_row(patient_id, method, 0.0, 0.0, 0)
+    hybrid_row = hybrid[0] if hybrid else patient_row(patient_id, method, 0.0, 0.0)
     # The same rule, one lesion at a time, says which lesions the hybrid score keeps.
     kept = [
         bool(predictions)

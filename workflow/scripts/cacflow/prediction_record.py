@@ -16,6 +16,7 @@ import numpy as np
 from cacflow import __version__
 from cacflow.imaging.datasets import DatasetSettings
 from cacflow.reporting.plotting import save_figure
+from cacflow.scoring.arteries import ARTERIES, ARTERY_COLUMNS
 
 # The stages whose seconds the record keeps, in the order they run.
 STAGES = ("read", "model", "segmentation", "images", "classifier", "scoring", "overlay")
@@ -47,6 +48,11 @@ def _totals(row: Mapping) -> dict:
         "volume_mm3": float(row["volume_mm3"]),
         "risk_category": str(row["risk_category"]),
         "n_lesions": int(row["n_lesions"]),
+        "by_artery": {
+            artery: float(row[column])
+            for artery, column in zip(ARTERIES, ARTERY_COLUMNS, strict=True)
+        },
+        "n_vessels": int(row["n_vessels"]),
     }
 
 
@@ -102,6 +108,7 @@ def build_record(
             "score": float(lesion["score"]),
             "volume_mm3": float(lesion["volume_mm3"]),
             "tiles": _tiles(lesion["tiles"]),
+            "artery": str(lesion["artery"]),
             "kept_by_hybrid": bool(keep),
         }
         for lesion, keep in zip(lesions, kept, strict=True)
@@ -319,7 +326,9 @@ def summary_lines(record: Mapping) -> list[str]:
         ),
         (
             f"classical Agatston {classical['agatston']:.1f} ({classical['risk_category']}, "
-            f"{classical['n_lesions']} lesions)"
+            f"{classical['n_lesions']} lesions; "
+            + ", ".join(f"{a} {v:.1f}" for a, v in classical["by_artery"].items())
+            + ")"
         ),
         (
             f"hybrid Agatston {hybrid['agatston']:.1f} ({hybrid['risk_category']}, "

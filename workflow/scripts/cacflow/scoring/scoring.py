@@ -95,11 +95,32 @@ from cacflow.scoring.agatston import (
     agatston_score,
     risk_category,
 )
+from cacflow.scoring.arteries import (
+    ARTERIES,
+    ARTERY_COLUMNS,
+    artery_at,
+    heart_axes,
+    score_by_artery,
+)
 from cacflow.tables import read_tsv
 
 CLASSICAL = "classical"
-PATIENT_COLUMNS = ("patient_id", "method", "agatston", "volume_mm3", "risk_category", "n_lesions")
-TRUTH_COLUMNS = ("truth_agatston", "truth_volume_mm3", "truth_risk_category")
+PATIENT_COLUMNS = (
+    "patient_id",
+    "method",
+    "agatston",
+    "volume_mm3",
+    "risk_category",
+    "n_lesions",
+    *ARTERY_COLUMNS,
+    "n_vessels",  # arteries with calcium, as CAC-DRS reports it
+)
+TRUTH_COLUMNS = (
+    "truth_agatston",
+    "truth_volume_mm3",
+    "truth_risk_category",
+    *(f"truth_{column}" for column in ARTERY_COLUMNS),
+)
 MERGED_COLUMNS = PATIENT_COLUMNS + TRUTH_COLUMNS
 LESION_COLUMNS = (
     "patient_id",
@@ -113,6 +134,7 @@ LESION_COLUMNS = (
     "score",
     "volume_mm3",
     "tiles",  # cropped tiles holding lesion pixels, comma-separated (1..grid^2)
+    "artery",  # LAD (left main included), LCX or RCA (cacflow.scoring.arteries)
 )
 DEFAULT_HYBRID_THRESHOLD = 0.5
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)  # as cacflow.scoring.agatston
@@ -205,15 +227,26 @@ class PatientScore:
 
 
 def patient_row(
-    patient_id: str, method: str, agatston: float, volume_mm3: float, n_lesions: int
+    patient_id: str,
+    method: str,
+    agatston: float,
+    volume_mm3: float,
+    lesions: Sequence[Mapping] = (),
 ) -> dict:
+    """A `PATIENT_COLUMNS` row; `lesions`: the scored lesion rows (artery, score)."""
+    by_artery = score_by_artery(lesions)
     return {
         "patient_id": patient_id,
         "method": method,
         "agatston": round(float(agatston), 3),
         "volume_mm3": round(float(volume_mm3), 3),
         "risk_category": risk_category(agatston),
-        "n_lesions": int(n_lesions),
+        "n_lesions": len(lesions),
+        **{
+            column: round(by_artery[artery], 3)
+            for column, artery in zip(ARTERY_COLUMNS, ARTERIES, strict=True)
+        },
+        "n_vessels": sum(score > 0 for score in by_artery.values()),
     }
 
 
@@ -505,6 +538,7 @@ def classical_score(
         by_slice[lesion.slice_index].append(lesion)
 
     pixel_area_mm2 = float(pixel_spacing_mm[0]) * float(pixel_spacing_mm[1])
+    axes = heart_axes(heart_mask, pixel_spacing_mm, slice_spacing_mm) if by_slice else None
     rows = []
     for k, lesions in sorted(by_slice.items()):
         pixels = _lesion_pixels(hu[k], region[k], pixel_area_mm2)
@@ -531,9 +565,17 @@ def classical_score(
                     "score": round(lesion.score, 4),
                     "volume_mm3": round(lesion.area_mm2 * float(slice_spacing_mm), 4),
                     "tiles": ",".join(map(str, shown)),
+                    "artery": artery_at(
+                        axes,
+                        k,
+                        lesion.centroid_row,
+                        lesion.centroid_col,
+                        pixel_spacing_mm,
+                        slice_spacing_mm,
+                    ),
                 }
             )
-    row = patient_row(patient_id, CLASSICAL, result.total, result.volume_mm3, len(result.lesions))
+    row = patient_row(patient_id, CLASSICAL, result.total, result.volume_mm3, rows)
     candidates = candidate_lesions(hu, heart_mask, found, pixel_spacing_mm, slice_spacing_mm)
     return PatientScore(row, rows, candidates)
 
@@ -585,16 +627,15 @@ def hybrid_scores(
 
     rows = []
     for patient_id in patients:
-        total = volume = 0.0
-        kept = 0
+        kept = []
         for lesion in by_patient[patient_id]:
             instance = int(lesion["slice"])
             tiles = [int(t) for t in str(lesion["tiles"] or "").split(",") if t.strip()]
             images = [(patient_id, instance, tile) for tile in (0, *tiles)]
             if any(probability.get(image, -1.0) >= threshold for image in images):
-                total += float(lesion["score"])
-                volume += float(lesion["volume_mm3"])
-                kept += 1
+                kept.append(lesion)
+        total = sum(float(lesion["score"]) for lesion in kept)
+        volume = sum(float(lesion["volume_mm3"]) for lesion in kept)
         rows.append(patient_row(patient_id, method, total, volume, kept))
     return rows
 
@@ -610,6 +651,7 @@ def merge_scores(tables: Iterable[Path], truth_rows: Iterable[Mapping] | None = 
             "truth_agatston": row["agatston_total"],
             "truth_volume_mm3": row["volume_mm3"],
             "truth_risk_category": row["risk_category"],
+            **{f"truth_{column}": row.get(column, "") for column in ARTERY_COLUMNS},
         }
     merged = []
     for path in tables:

@@ -1,0 +1,62 @@
+"""Per-artery scores: a lesion's artery from its place round the heart's long axis."""
+
+import numpy as np
+import pytest
+
+from cacflow.scoring.arteries import artery_at, heart_axes, score_by_artery
+
+PIXEL_MM, SLICE_MM = (1.5, 1.5), 3.0
+CENTRE = np.array([90.0, 90.0, -60.0])  # mm: x left, y posterior, z superior
+LONG_AXIS = np.array([0.6, -0.6, -0.53]) / np.linalg.norm([0.6, -0.6, -0.53])  # to the apex
+
+
+def heart_mask() -> np.ndarray:
+    """An ellipsoidal heart (semi-axes 60 mm along the long axis, 40 mm across) pointing
+    left, forward and down, as a heart lies in the chest."""
+    k, r, c = np.indices((40, 120, 120))
+    points = np.stack([c * PIXEL_MM[1], r * PIXEL_MM[0], -k * SLICE_MM], axis=-1) - CENTRE
+    along = points @ LONG_AXIS
+    across = np.linalg.norm(points - along[..., None] * LONG_AXIS, axis=-1)
+    return (along / 60.0) ** 2 + (across / 40.0) ** 2 <= 1.0
+
+
+def on_surface(t_mm: float, angle_deg: float) -> tuple[float, float, float]:
+    """(slice, row, col) of the point `t_mm` along the long axis from the centre, on the
+    surface at `angle_deg` round it from anterior towards the patient's right."""
+    forward = np.array([0.0, -1.0, 0.0])
+    anterior = forward - (forward @ LONG_AXIS) * LONG_AXIS
+    anterior /= np.linalg.norm(anterior)
+    right = np.cross(LONG_AXIS, anterior)
+    radius = 40.0 * np.sqrt(1 - (t_mm / 60.0) ** 2)
+    angle = np.radians(angle_deg)
+    p = CENTRE + t_mm * LONG_AXIS + radius * (np.cos(angle) * anterior + np.sin(angle) * right)
+    return -p[2] / SLICE_MM, p[1] / PIXEL_MM[0], p[0] / PIXEL_MM[1]
+
+
+def test_the_mask_gives_the_long_axis_and_the_grooves_their_arteries():
+    mask = heart_mask()
+    axes = heart_axes(mask, PIXEL_MM, SLICE_MM)
+    assert axes.long_axis @ LONG_AXIS > 0.99
+    assert axes.right[0] < 0  # towards the patient's right (x is left)
+    expected = {
+        (20.0, 350.0): "LAD",  # anterior interventricular groove, half way to the apex
+        (45.0, 5.0): "LAD",  # near the apex
+        (-30.0, 60.0): "RCA",  # right AV groove
+        (-10.0, 160.0): "RCA",  # round the right, towards the crux
+        (10.0, 200.0): "RCA",  # posterior interventricular groove (right dominance)
+        (-30.0, 250.0): "LCX",  # left AV groove
+        (-30.0, 310.0): "LCX",
+    }
+    for (t_mm, angle), artery in expected.items():
+        where = on_surface(t_mm, angle)
+        assert artery_at(axes, *where, PIXEL_MM, SLICE_MM) == artery, (t_mm, angle)
+
+
+def test_scores_add_up_by_artery_and_an_empty_mask_has_no_axes():
+    lesions = [
+        {"artery": "LAD", "score": "10.5"},
+        {"artery": "RCA", "score": 4.0},
+        {"artery": "LAD", "score": 1.5},
+    ]
+    assert score_by_artery(lesions) == pytest.approx({"LAD": 12.0, "LCX": 0.0, "RCA": 4.0})
+    assert heart_axes(np.zeros((3, 8, 8), dtype=bool), PIXEL_MM, SLICE_MM) is None
