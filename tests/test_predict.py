@@ -144,6 +144,11 @@ def test_study_with_calcium_is_scored(model, cohort, tmp_path):
     classical = record["totals"]["classical"]
     assert classical["agatston"] == workflow.row["agatston"]
     assert classical["n_lesions"] == len(workflow.lesions) == len(record["lesions"])
+    # Per artery: the lesions' scores add up to the total, each on the artery it was given.
+    for artery, score in classical["by_artery"].items():
+        on_it = [lesion["score"] for lesion in record["lesions"] if lesion["artery"] == artery]
+        assert score == pytest.approx(sum(on_it), abs=0.01)
+    assert classical["n_vessels"] == sum(v > 0 for v in classical["by_artery"].values())
     # ...and close to the truth on this low-noise study without non-coronary calcium.
     truth = truth_row(cohort)
     assert float(truth["agatston_total"]) > 100
