@@ -179,8 +179,12 @@ def score_patient(cohort: Path, pid: str, settings: SynthSettings) -> dict:
     coronary_in = agatston_score(volume.hu, coronary & heart_mask, *geometry).total
     pixel_mm = volume.pixel_spacing_mm
     detection = {
-        "classical": lesion_detection(volume.hu, filtered.region, coronary, pixel_mm),
-        "standard": lesion_detection(volume.hu, heart_mask, coronary, pixel_mm),
+        "classical": lesion_detection(
+            volume.hu, filtered.region, coronary, pixel_mm, volume.slice_spacing_mm
+        ),
+        "standard": lesion_detection(
+            volume.hu, heart_mask, coronary, pixel_mm, volume.slice_spacing_mm
+        ),
     }
     on_artery = artery_agreement(volume, filtered.region, classical.lesions, truth_path)
     shutil.rmtree(cohort / "dicom" / pid)  # ~35 MB a patient

@@ -100,6 +100,7 @@ MERGED = {
     "qc_datasets": 1,
     "agatston_patients": 1,
     "agatston_agreement": 1,
+    "agatston_lesions": 1,
     "agatston_figures": 1,
 }
 SPLITS = {"make_splits": 1, "augment_dataset": 3, "augmentation_figure": 1}
@@ -215,6 +216,12 @@ def test_tiny_synthetic_cohort_end_to_end(tmp_path, run_snakemake, tiny_config):
         row = scores.set_index("patient_id").loc[patient]
         assert len(lesions) == int(row["n_lesions"])
         assert lesions["score"].sum() == pytest.approx(float(row["agatston"]), abs=0.01)
+        # Per artery: each lesion's score counts for the artery it names.
+        for artery in ("LAD", "LCX", "RCA"):
+            on_it = lesions.loc[lesions["artery"] == artery, "score"].sum()
+            assert float(row[f"agatston_{artery.lower()}"]) == pytest.approx(on_it, abs=0.01)
+            true_column = f"agatston_{artery.lower()}"
+            assert row[f"truth_{true_column}"] == truth.loc[patient, true_column]
         # Each lesion names cropped images that exist: the same slices and tiles.
         for instance, tiles in zip(lesions["slice"], lesions["tiles"], strict=True):
             assert {(patient, instance, int(t)) for t in tiles.split(",")} <= images
@@ -223,8 +230,27 @@ def test_tiny_synthetic_cohort_end_to_end(tmp_path, run_snakemake, tiny_config):
         log = (results / "logs" / "patient" / f"{patient}.log").read_text()
         assert re.search(rf"{patient}: \d+ candidate lesions, {len(lesions)} kept", log), log
         assert (results / "figures" / "lesions" / f"{patient}.png").stat().st_size > 0
+    # Lesion-level evaluation against the true coronary calcium of every patient.
+    (evaluation,) = pd.read_csv(results / "agatston" / "lesions_eval.tsv", sep="\t").to_dict(
+        "records"
+    )
+    assert (evaluation["method"], evaluation["n_patients"]) == ("classical", len(TINY_PATIENTS))
+    per_patient = pd.concat(
+        pd.read_csv(results / "agatston" / "lesion_eval" / f"{p}.tsv", sep="\t")
+        for p in TINY_PATIENTS
+    )
+    assert evaluation["true_lesions"] == per_patient["true_lesions"].sum() > 0
+    assert evaluation["sensitivity"] == pytest.approx(
+        per_patient["detected"].sum() / per_patient["true_lesions"].sum(), abs=1e-4
+    )
+    # The classical lesions' volume is the found volume of the patients' lesion tables.
+    assert per_patient["found_volume_mm3"].sum() == pytest.approx(
+        scores["volume_mm3"].astype(float).sum(), rel=1e-3
+    )
+    assert 0 < evaluation["sensitivity_volume"] <= 1 and 0 < evaluation["ppv_volume"] <= 1
     agreement = pd.read_csv(results / "agatston" / "agreement.tsv", sep="\t")
     assert agreement.loc[0, "method"] == "classical"
+    assert evaluation["icc_agatston"] == pytest.approx(agreement.loc[0, "icc"], abs=1e-3)
     assert agreement.loc[0, "n_patients"] == len(TINY_PATIENTS)
     # Hybrid scores of each trained network on the test patients, beside the classical
     # scores of the same patients.

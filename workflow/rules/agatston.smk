@@ -44,6 +44,32 @@ rule agatston_agreement:
         "../scripts/agatston_agreement.py"
 
 
+rule agatston_lesions:
+    input:
+        lesion_eval=expand(
+            "results/agatston/lesion_eval/{patient}.tsv", patient=patient_ids()
+        ),
+        scores="results/agatston/patients.tsv",
+        lib=lib("agatston_lesions"),
+    output:
+        report(
+            "results/agatston/lesions_eval.tsv",
+            caption="../report/agatston_lesions.rst",
+            category="Agatston",
+        ),
+    log:
+        "results/logs/agatston_lesions.log",
+    localrule: True
+    conda:
+        "../../envs/report.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../scripts/agatston_lesions.py"
+
+
 rule agatston_figures:
     input:
         scores="results/agatston/patients.tsv",

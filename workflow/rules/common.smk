@@ -364,6 +364,7 @@ def final_outputs():
         expand("results/figures/lesions/{patient}.png", patient=patient_ids()),
         # Agreement with the truth: the synthetic cohort's (own data has none yet).
         [] if own_data() else "results/agatston/agreement.tsv",
+        [] if own_data() else "results/agatston/lesions_eval.tsv",
         [] if own_data() else "results/figures/agatston_scatter.png",
         [] if own_data() else "results/figures/agatston_bland_altman.png",
         external_outputs(),

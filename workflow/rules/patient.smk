@@ -23,6 +23,8 @@ rule process_patient:
         datasets_qc="results/qc/datasets/{patient}.tsv",
         scores="results/agatston/classical/{patient}.tsv",
         lesions="results/agatston/lesions/{patient}.tsv",
+        # lesion-level detection against the truth (header only for own data)
+        lesion_eval="results/agatston/lesion_eval/{patient}.tsv",
         gallery=report(
             "results/figures/lesions/{patient}.png",
             caption="../report/lesion_gallery.rst",

@@ -22,6 +22,7 @@ def report_tables():
     }
     if not own_data():
         tables["agreement"] = rules.agatston_agreement.output[0]
+        tables["lesions_eval"] = rules.agatston_lesions.output[0]
     optional = {
         "metrics": "results/metrics.tsv",
         "table1": "results/tables/table1.tsv",

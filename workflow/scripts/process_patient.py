@@ -35,6 +35,7 @@ files = PatientFiles(
     lesions=Path(out.lesions),
     scores=Path(out.scores),
     gallery=Path(out.gallery) if out.get("gallery") else None,
+    lesion_eval=Path(out.lesion_eval) if out.get("lesion_eval") else None,
 )
 settings = StudySettings(
     ingest=IngestSettings.from_config(dict(params.ingest)),

@@ -39,7 +39,9 @@ from cacflow.imaging.labels import slice_labels_from_table
 from cacflow.imaging.segmentation import SegmentationSettings, segment_heart, segmentation_scores
 from cacflow.imaging.volume import Volume
 from cacflow.reporting.lesion_gallery import draw_lesion_gallery
+from cacflow.scoring.lesions import LESION_EVAL_COLUMNS, lesion_detection, lesion_eval_row
 from cacflow.scoring.scoring import (
+    CLASSICAL,
     LESION_COLUMNS,
     PATIENT_COLUMNS,
     PatientScore,
@@ -224,13 +226,15 @@ class PatientResult:
     datasets_qc: dict
     score: PatientScore
     seconds: dict[str, float]
+    lesion_eval: dict | None = None  # lesion-level detection, when a truth is known
 
 
 @dataclass(frozen=True)
 class PatientFiles:
     """Where the chain writes one patient's tables: the per-patient rule's outputs. Images
     and manifests go under `datasets`/<dataset>/; the lesion gallery is drawn when `gallery`
-    is set."""
+    is set, the lesion-level evaluation written when `lesion_eval` is (header only without a
+    truth)."""
 
     series_qc: Path
     segmentation: Path
@@ -240,6 +244,7 @@ class PatientFiles:
     lesions: Path
     scores: Path
     gallery: Path | None = None
+    lesion_eval: Path | None = None
 
     @classmethod
     def in_folder(cls, out_dir: Path, patient_id: str) -> PatientFiles:
@@ -299,6 +304,16 @@ def process_volume(
         patient_id, volume, heart_mask, settings.datasets.grid, settings=settings.scoring
     )
     seconds["agatston"] = time.perf_counter() - start
+    lesion_eval = None
+    if truth_path is not None:
+        detection = lesion_detection(
+            volume.hu,
+            score.region,
+            coronary_lesion_mask(truth_path, volume.instance_numbers),
+            volume.pixel_spacing_mm,
+            volume.slice_spacing_mm,
+        )
+        lesion_eval = lesion_eval_row(patient_id, CLASSICAL, detection)
     return PatientResult(
         volume=volume,
         heart_mask=heart_mask,
@@ -307,6 +322,7 @@ def process_volume(
         datasets_qc=dataset_qc_row(datasets, truth_path is not None),
         score=score,
         seconds=seconds,
+        lesion_eval=lesion_eval,
     )
 
 
@@ -320,6 +336,8 @@ def write_refused(files: PatientFiles, patient_id: str) -> None:
     write_tsv(files.datasets_qc, [], DATASET_QC_COLUMNS)
     write_tsv(files.lesions, [], LESION_COLUMNS)
     write_tsv(files.scores, [], PATIENT_COLUMNS)
+    if files.lesion_eval is not None:
+        write_tsv(files.lesion_eval, [], LESION_EVAL_COLUMNS)
     if files.gallery is not None:
         empty = np.zeros((1, 1, 1))
         draw_lesion_gallery(
@@ -356,6 +374,9 @@ def run_patient(
     write_tsv(files.datasets_qc, [result.datasets_qc], DATASET_QC_COLUMNS)
     write_tsv(files.lesions, result.score.lesions, LESION_COLUMNS)
     write_tsv(files.scores, [result.score.row], PATIENT_COLUMNS)
+    if files.lesion_eval is not None:
+        rows = [result.lesion_eval] if result.lesion_eval else []
+        write_tsv(files.lesion_eval, rows, LESION_EVAL_COLUMNS)
     if files.gallery is not None:
         start = time.perf_counter()
         draw_lesion_gallery(

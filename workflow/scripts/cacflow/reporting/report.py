@@ -27,6 +27,7 @@ from pathlib import Path
 
 from cacflow import __version__
 from cacflow.scoring.agatston import RISK_CATEGORIES
+from cacflow.scoring.arteries import ARTERIES, ARTERY_COLUMNS
 from cacflow.tables import read_tsv
 
 # Keys of `tables` in write_report, and the file each stands for.
@@ -41,6 +42,7 @@ TABLE_KEYS = {
     "table3": "results/tables/table3.tsv",
     "agatston": "results/agatston/patients.tsv",
     "agreement": "results/agatston/agreement.tsv",
+    "lesions_eval": "results/agatston/lesions_eval.tsv",
     "external_metrics": "results/external/metrics.tsv",
     "external_table3": "results/external/table3.tsv",
     "external_agreement": "results/external/agatston/agreement.tsv",
@@ -425,6 +427,8 @@ def _results_section(rows: Mapping[str, list[dict] | None]) -> str:
     parts += [
         "<h3>Agreement of the scores with the truth</h3>",
         _generic_table(rows["agreement"], "results/agatston/agreement.tsv"),
+        "<h3>Lesion-level evaluation (orCaScore)</h3>",
+        _generic_table(rows["lesions_eval"], "results/agatston/lesions_eval.tsv"),
     ]
     parts += ["<h3>External validation</h3>", _external_section(rows)]
     return "".join(parts)
@@ -500,14 +504,18 @@ def _agatston_summary(rows: list[dict] | None) -> str:
     methods: dict[str, list[dict]] = {}
     for row in rows:
         methods.setdefault(row.get("method", ""), []).append(row)
+    artery_means = [f"mean {artery}" for artery in ARTERIES]
     columns = ["method", "patients", "mean score", "median score", *RISK_CATEGORIES]
+    columns += artery_means
     table_rows = []
     for method, members in methods.items():
         scores = sorted(_numbers(r.get("agatston") for r in members))
         counts = [str(sum(r.get("risk_category") == c for r in members)) for c in RISK_CATEGORIES]
         median = scores[len(scores) // 2] if scores else math.nan
         mean = _mean(scores) if scores else math.nan
-        table_rows.append([method, str(len(members)), _fmt(mean), _fmt(median), *counts])
+        by_artery = [_numbers(r.get(column) for r in members) for column in ARTERY_COLUMNS]
+        means = [_fmt(_mean(values)) if values else "" for values in by_artery]
+        table_rows.append([method, str(len(members)), _fmt(mean), _fmt(median), *counts, *means])
     truth = [r for r in rows if r.get("truth_risk_category")]
     note = '<p class="note">Patients per risk category (Agatston score 0, 1-10, 11-100, 101-400, >400).'
     if truth:
@@ -518,8 +526,11 @@ def _agatston_summary(rows: list[dict] | None) -> str:
         scores = sorted(_numbers(r.get("truth_agatston") for r in first))
         mean = _mean(scores) if scores else math.nan
         median = scores[len(scores) // 2] if scores else math.nan
-        table_rows.append(["truth", str(len(first)), _fmt(mean), _fmt(median), *counts])
+        by_artery = [_numbers(r.get(f"truth_{c}") for r in first) for c in ARTERY_COLUMNS]
+        means = [_fmt(_mean(values)) if values else "" for values in by_artery]
+        table_rows.append(["truth", str(len(first)), _fmt(mean), _fmt(median), *counts, *means])
         note += " The last row is the known truth of the synthetic cohort."
+    note += " Mean score per artery: LAD with the left main."
     return note + "</p>" + _table(columns, table_rows, numeric=True)
 
 

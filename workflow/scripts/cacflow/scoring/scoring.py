@@ -218,12 +218,14 @@ class Candidate:
 
 @dataclass(frozen=True)
 class PatientScore:
-    """A patient's row of the scores table, the rows of its scored lesions and every
-    candidate lesion with the rules' verdict (the lesion gallery draws them)."""
+    """A patient's row of the scores table, the rows of its scored lesions, every
+    candidate lesion with the rules' verdict (the lesion gallery draws them) and where
+    calcium counted (the lesion-level evaluation compares it with a reference)."""
 
     row: dict
     lesions: list[dict]
     candidates: list[Candidate] = field(default_factory=list)
+    region: np.ndarray | None = None
 
 
 def patient_row(
@@ -577,7 +579,7 @@ def classical_score(
             )
     row = patient_row(patient_id, CLASSICAL, result.total, result.volume_mm3, rows)
     candidates = candidate_lesions(hu, heart_mask, found, pixel_spacing_mm, slice_spacing_mm)
-    return PatientScore(row, rows, candidates)
+    return PatientScore(row, rows, candidates, region)
 
 
 def _lesion_pixels(
