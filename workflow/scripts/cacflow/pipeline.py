@@ -162,19 +162,17 @@ def make_datasets(
     volume: Volume,
     heart_mask: np.ndarray,
     label_rows: list[dict] | None,
-    truth_path: Path | None,
+    lesion_mask: np.ndarray | None,
     settings: DatasetSettings,
     label_key: str | None = None,
 ) -> PatientDatasets:
     """The three datasets of one patient. `label_key` is the patient's ID in the label table
     when it differs from `patient_id` (pseudonymized own data); without a label table
-    (`label_rows` None) the labels stay empty."""
+    (`label_rows` None) the labels stay empty. `lesion_mask`: the true coronary lesion
+    pixels, when known."""
     labels = None
     if label_rows is not None:
         labels = slice_labels_from_table(label_rows, label_key or patient_id)
-    lesion_mask = None
-    if truth_path is not None:
-        lesion_mask = coronary_lesion_mask(truth_path, volume.instance_numbers)
     return build_patient_datasets(
         out_root, patient_id, volume, heart_mask, labels, lesion_mask, settings
     )
@@ -294,8 +292,11 @@ def process_volume(
     segmentation_qc = segmentation_qc_row(patient_id, volume, heart_mask, truth_path)
     seconds["segmentation"] = time.perf_counter() - start
     start = time.perf_counter()
+    coronary = None
+    if truth_path is not None:
+        coronary = coronary_lesion_mask(truth_path, volume.instance_numbers)
     datasets = make_datasets(
-        datasets_root, patient_id, volume, heart_mask, label_rows, truth_path,
+        datasets_root, patient_id, volume, heart_mask, label_rows, coronary,
         settings.datasets, label_key=label_key,
     )  # fmt: skip
     seconds["datasets"] = time.perf_counter() - start
@@ -305,11 +306,11 @@ def process_volume(
     )
     seconds["agatston"] = time.perf_counter() - start
     lesion_eval = None
-    if truth_path is not None:
+    if coronary is not None:
         detection = lesion_detection(
             volume.hu,
             score.region,
-            coronary_lesion_mask(truth_path, volume.instance_numbers),
+            coronary,
             volume.pixel_spacing_mm,
             volume.slice_spacing_mm,
         )
