@@ -72,11 +72,12 @@ from _seeds import draw_fresh_seeds
 
 from cacflow.dicom.ingest import read_study, volume_of
 from cacflow.imaging.geometry import heart_box, tile_boxes
-from cacflow.pipeline import StudySettings, coronary_lesion_mask, segment_volume
+from cacflow.pipeline import StudySettings, segment_volume
 from cacflow.scoring.agatston import THRESHOLD_HU, agatston_score, risk_category
 from cacflow.scoring.agreement import agreement_rows, agreement_statistics, bootstrap_agreement
 from cacflow.scoring.arteries import ARTERIES, ARTERY_COLUMNS
 from cacflow.scoring.lesions import lesion_detection
+from cacflow.scoring.reference import LesionMap, read_lesion_map
 from cacflow.scoring.scoring import (
     EXCLUSION_RULES,
     STANDARD,
@@ -97,35 +98,30 @@ CEILING = "hybrid, perfect tile classifier (diagnostic)"
 KINDS = ("coronary", "noncoronary", "outside_heart", "inside_heart")
 
 
-def kind_map(truth_path: Path, instance_numbers: np.ndarray, coronary: np.ndarray) -> np.ndarray:
+def kind_map(truth_path: Path, instance_numbers: np.ndarray, truth: LesionMap) -> np.ndarray:
     """Per pixel, 1 + the index in KINDS of what the phantom put there."""
     with np.load(truth_path) as data:
         index = {int(n): k for k, n in enumerate(data["instance_numbers"])}
-        order = [index[int(n)] for n in instance_numbers]
-        noncoronary = data["noncoronary_calcium"][order].astype(bool)
-        true_heart = data["heart_mask"][order].astype(bool)
-    kinds = np.where(true_heart, 4, 3).astype(np.int8)
-    kinds[noncoronary] = 2
-    kinds[coronary] = 1
+        noncoronary = data["noncoronary_calcium"][[index[int(n)] for n in instance_numbers]]
+    kinds = np.where(truth.heart_mask.astype(bool), 4, 3).astype(np.int8)
+    kinds[noncoronary.astype(bool)] = 2
+    kinds[truth.coronary_mask()] = 1
     return kinds
 
 
-def artery_labels(truth_path: Path, instance_numbers: np.ndarray) -> np.ndarray:
+def artery_labels(truth: LesionMap) -> np.ndarray:
     """Per pixel, 1 + the index in ARTERIES of the true coronary lesion there, else 0."""
-    with np.load(truth_path) as data:
-        index = {int(n): k for k, n in enumerate(data["instance_numbers"])}
-        order = [index[int(n)] for n in instance_numbers]
-        ids = np.array(
-            [
-                ARTERIES.index(str(artery)) + 1 if kind == "coronary" else 0
-                for artery, kind in zip(data["lesion_artery"], data["lesion_kind"], strict=True)
-            ]
-        )
-        return ids[data["lesion_labels"][order].astype(int)]
+    ids = np.array(
+        [
+            ARTERIES.index(str(artery)) + 1 if kind == "coronary" else 0
+            for artery, kind in zip(truth.lesion_artery, truth.lesion_kind, strict=True)
+        ]
+    )
+    return ids[truth.lesion_labels.astype(int)]
 
 
 def artery_agreement(
-    volume, region: np.ndarray, lesion_rows: list[dict], truth_path: Path
+    volume, region: np.ndarray, lesion_rows: list[dict], truth: LesionMap
 ) -> tuple[float, float]:
     """(true coronary score of the lesions in `region`, the part of it on the lesions the
     score assigned to their true artery)."""
@@ -134,7 +130,7 @@ def artery_agreement(
         region,
         volume.pixel_spacing_mm,
         volume.slice_spacing_mm,
-        lesion_labels=artery_labels(truth_path, volume.instance_numbers),
+        lesion_labels=artery_labels(truth),
     )
     assigned = {
         (r["slice_index"], r["centroid_row"], r["centroid_col"]): r["artery"] for r in lesion_rows
@@ -162,8 +158,9 @@ def score_patient(cohort: Path, pid: str, settings: SynthSettings) -> dict:
     standard = classical_score(pid, volume, heart_mask, grid, settings=STANDARD)
     scores = {"classical": classical.row["agatston"], "standard": standard.row["agatston"]}
     truth_path = cohort / "truth" / f"{pid}.npz"
-    coronary = coronary_lesion_mask(truth_path, volume.instance_numbers)
-    kinds = kind_map(truth_path, volume.instance_numbers, coronary)
+    truth_map = read_lesion_map(truth_path, volume.instance_numbers)
+    coronary = truth_map.coronary_mask()
+    kinds = kind_map(truth_path, volume.instance_numbers, truth_map)
     filtered = filter_candidates(volume.hu, heart_mask, *geometry, ScoringSettings())
     calcium = coronary & heart_mask & (volume.hu >= THRESHOLD_HU)
     tiles = perfect_tile_calls(pid, calcium, heart_mask, volume.instance_numbers, grid)
@@ -186,7 +183,7 @@ def score_patient(cohort: Path, pid: str, settings: SynthSettings) -> dict:
             volume.hu, heart_mask, coronary, pixel_mm, volume.slice_spacing_mm
         ),
     }
-    on_artery = artery_agreement(volume, filtered.region, classical.lesions, truth_path)
+    on_artery = artery_agreement(volume, filtered.region, classical.lesions, truth_map)
     shutil.rmtree(cohort / "dicom" / pid)  # ~35 MB a patient
     truth = float(truth_row["agatston_total"])
     return {

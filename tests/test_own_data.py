@@ -15,6 +15,7 @@ import pydicom
 import pytest
 import yaml
 
+from cacflow.convert.coca import convert_coca, synth_coca
 from cacflow.patients import pseudonym
 from cacflow.synthetic.synth import SynthSettings, synth_cohort
 
@@ -26,6 +27,10 @@ TARGETS = [
     "results/qc/datasets.tsv",
     *(f"results/datasets/{d}/manifest.tsv" for d in ("original", "segmented", "cropped")),
 ]
+
+
+def read(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
 
 
 def write_config(path: Path, **sections) -> Path:
@@ -152,6 +157,63 @@ def test_bad_studies_are_listed_and_left_out(tmp_path, run_snakemake, archive):
     assert (original["label"] == "calcium").sum() == pd.to_numeric(
         labels.loc[labels["patient_id"].isin(GOOD), "calcium"]
     ).sum(), relabelled.stdout
+
+
+@pytest.fixture(scope="module")
+def referenced_archive(tmp_path_factory) -> Path:
+    """Own data with a reference: a synthetic cohort in COCA's format (InstanceNumber
+    rising from the bottom of the scan) through `cacflow convert coca`."""
+    root = tmp_path_factory.mktemp("referenced")
+    synth_coca(root / "coca", 3, SynthSettings(size=96, seed=3), instance_order="ascending")
+    convert_coca(root / "coca", root)
+    shutil.move(root / "coca" / "truth", root / "truth")
+    return root
+
+
+@pytest.mark.slow
+def test_own_data_with_lesion_maps_and_reference(tmp_path, run_snakemake, referenced_archive):
+    root = referenced_archive
+    config = write_config(
+        tmp_path / "own.yaml",
+        dicom_dir=str(root / "dicom"),
+        labels=str(root / "labels.tsv"),
+        lesions=str(root / "lesions"),
+        reference=str(root / "reference.tsv"),
+    )
+    ids = ["SYN0001", "SYN0002", "SYN0003"]
+    targets = [
+        "results/qc/datasets.tsv",
+        "results/qc/segmentation.tsv",
+        "results/reference/patients.tsv",
+        *(f"results/agatston/lesion_eval/{pid}.tsv" for pid in ids),
+    ]
+    run_snakemake(tmp_path, *targets, configfile=config)
+    results = tmp_path / "results"
+    truth = read(root / "truth" / "patients.tsv").set_index("patient_id")
+    assert truth["n_lesions"].astype(int).sum() > 0  # the cohort has calcium to find
+    assert set(read(results / "qc" / "datasets.tsv")["label_source"]) == {"lesion_map"}
+    segmentation = read(results / "qc" / "segmentation.tsv").set_index("patient_id")
+    assert (segmentation["dice_volume"] == "").all()  # the maps carry no heart mask
+    for pid in ids:
+        row = read(results / "agatston" / "lesion_eval" / f"{pid}.tsv").iloc[0]
+        # The reference's calcium, whatever the slice order its map was written in.
+        assert float(row["true_volume_mm3"]) == pytest.approx(
+            float(truth.loc[pid, "volume_mm3"]), abs=0.01
+        ), pid
+    reference = read(results / "reference" / "patients.tsv").set_index("patient_id")
+    assert list(reference.index) == ids
+    for column in ("agatston_total", "agatston_lad", "agatston_lcx", "agatston_rca"):
+        assert list(reference[column]) == list(truth.loc[ids, column]), column
+
+    # A study without its lesion map: one clear error before anything runs.
+    (root / "lesions" / "SYN0002.npz").rename(tmp_path / "SYN0002.npz")
+    try:
+        proc = run_snakemake(tmp_path / "missing", "--dry-run", configfile=config, check=False)
+    finally:
+        (tmp_path / "SYN0002.npz").rename(root / "lesions" / "SYN0002.npz")
+    assert proc.returncode != 0
+    assert "lesions: no lesion map for 1 patients" in proc.stderr + proc.stdout
+    assert "SYN0002.npz" in proc.stderr + proc.stdout
 
 
 @pytest.mark.slow

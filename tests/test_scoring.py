@@ -8,9 +8,10 @@ from conftest import make_volume
 
 from cacflow.dicom.ingest import read_study, volume_of
 from cacflow.imaging.datasets import DatasetSettings, build_patient_datasets
-from cacflow.pipeline import StudySettings, coronary_lesion_mask, segment_volume
+from cacflow.pipeline import StudySettings, segment_volume
 from cacflow.scoring.agatston import agatston_score
 from cacflow.scoring.arteries import ARTERY_COLUMNS
+from cacflow.scoring.reference import read_lesion_map
 from cacflow.scoring.scoring import (
     LESION_COLUMNS,
     MERGED_COLUMNS,
@@ -615,7 +616,8 @@ def test_aorta_rule_on_a_synthetic_study_with_aortic_wall_calcium(tmp_path):
     geometry = (volume.pixel_spacing_mm, volume.slice_spacing_mm)
     filtered = filter_candidates(volume.hu, mask, *geometry, ScoringSettings())
     removed = agatston_score(volume.hu, filtered.excluded["aorta"], *geometry).total
-    coronary = coronary_lesion_mask(tmp_path / "truth" / "SYN0017.npz", volume.instance_numbers)
+    truth_map = read_lesion_map(tmp_path / "truth" / "SYN0017.npz", volume.instance_numbers)
+    coronary = truth_map.coronary_mask()
     assert "aortic_wall" in truth["noncoronary_calcifications"]
     assert removed > 100
     assert not (filtered.excluded["aorta"] & coronary).any()

@@ -1,10 +1,33 @@
+# Own data's reference scores (config `reference`), keyed by the workflow's patient IDs (a
+# pseudonym where ingest pseudonymizes: the table's own IDs never reach results).
+rule reference_table:
+    input:
+        table=config["reference"] or [],
+        lib=lib("reference_table"),
+    output:
+        "results/reference/patients.tsv",
+    log:
+        "results/logs/reference_table.log",
+    localrule: True
+    conda:
+        "../../envs/dicom.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        patient_ids=lambda wildcards: {table_key(pid): pid for pid in patient_ids()},
+    script:
+        "../scripts/reference_table.py"
+
+
 rule agatston_patients:
     input:
         classical=expand(
             "results/agatston/classical/{patient}.tsv", patient=patient_ids()
         ),
         methods=hybrid_tables(),
-        truth=[] if own_data() else "results/synthetic/truth/patients.tsv",
+        truth=truth_table() or [],
         lib=lib("agatston_patients"),
     output:
         "results/agatston/patients.tsv",

@@ -225,10 +225,46 @@ def study_input(wildcards):
 
 
 def truth_input(wildcards):
-    """The synthetic truth of a patient (none with own data)."""
-    if own_data():
+    """The patient's reference lesion map: the synthetic truth, or own data's file in the
+    `lesions` folder, named by the label table's ID (none without one)."""
+    if not own_data():
+        return f"results/synthetic/truth/{wildcards.patient}.npz"
+    if not config["lesions"]:
         return []
-    return f"results/synthetic/truth/{wildcards.patient}.npz"
+    return str(Path(config["lesions"], f"{label_key(wildcards)}.npz"))
+
+
+@functools.cache
+def check_lesion_maps():
+    """Own data with `lesions`: one map per patient, or a clear error naming the missing."""
+    folder = Path(config["lesions"])
+    if not folder.is_dir():
+        raise WorkflowError(f"lesions: folder not found: {folder}")
+    keys = [table_key(pid) for pid in patient_ids()]
+    missing = sorted(key for key in keys if not (folder / f"{key}.npz").is_file())
+    if missing:
+        raise WorkflowError(
+            f"lesions: no lesion map for {len(missing)} patients in {folder}, e.g. "
+            f"{missing[0]}.npz (write one per study; an empty map for a study without calcium)"
+        )
+
+
+def lesion_maps():
+    """Whether every patient has a reference lesion map (synthetic truth, or `lesions`)."""
+    if not own_data():
+        return True
+    if config["lesions"]:
+        check_lesion_maps()
+        return True
+    return False
+
+
+def truth_table():
+    """The per-patient reference scores the agreement tables compare with: the synthetic
+    truth's, or own data's `reference` table with the workflow's patient IDs; None."""
+    if not own_data():
+        return "results/synthetic/truth/patients.tsv"
+    return "results/reference/patients.tsv" if config["reference"] else None
 
 
 def labels_input(wildcards):
@@ -263,9 +299,14 @@ def patient_label_rows(wildcards):
 def label_key(wildcards):
     """The patient's ID in the label table: the folder name, also when pseudonymized (the
     table is the user's own file, read inside the job; it never reaches results)."""
+    return table_key(wildcards.patient)
+
+
+def table_key(patient):
+    """`label_key` of a patient ID."""
     if own_data() and config["ingest"]["pseudonymize"]:
-        return Path(study_folders()[wildcards.patient]).name
-    return wildcards.patient
+        return Path(study_folders()[patient]).name
+    return patient
 
 
 def synth_settings():
@@ -336,6 +377,20 @@ def train_priority(wildcards):
     return 10 * (wildcards.dataset == "cropped") + rank
 
 
+def truth_outputs():
+    """The agreement tables and figures, where a reference is known."""
+    if truth_table() is None:
+        return []
+    outputs = [
+        "results/agatston/agreement.tsv",
+        "results/figures/agatston_scatter.png",
+        "results/figures/agatston_bland_altman.png",
+    ]
+    if lesion_maps():
+        outputs.append("results/agatston/lesions_eval.tsv")
+    return outputs
+
+
 def final_outputs():
     """What `snakemake` makes by default, the inputs of rule all; every table, figure and
     the report."""
@@ -362,11 +417,8 @@ def final_outputs():
         expand("results/figures/gradcam/{dataset}.png", dataset=TRAINED_DATASETS),
         "results/agatston/patients.tsv",
         expand("results/figures/lesions/{patient}.png", patient=patient_ids()),
-        # Agreement with the truth: the synthetic cohort's (own data has none yet).
-        [] if own_data() else "results/agatston/agreement.tsv",
-        [] if own_data() else "results/agatston/lesions_eval.tsv",
-        [] if own_data() else "results/figures/agatston_scatter.png",
-        [] if own_data() else "results/figures/agatston_bland_altman.png",
+        # Agreement with the truth: the synthetic cohort's, or own data's reference.
+        truth_outputs(),
         external_outputs(),
         "results/report/index.html",
     ]

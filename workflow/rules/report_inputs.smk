@@ -20,9 +20,10 @@ def report_tables():
         "training": rules.training_summary.output[0],
         "agatston": rules.agatston_patients.output[0],
     }
-    if not own_data():
+    if truth_table():
         tables["agreement"] = rules.agatston_agreement.output[0]
-        tables["lesions_eval"] = rules.agatston_lesions.output[0]
+        if lesion_maps():
+            tables["lesions_eval"] = rules.agatston_lesions.output[0]
     optional = {
         "metrics": "results/metrics.tsv",
         "table1": "results/tables/table1.tsv",
@@ -76,7 +77,7 @@ def report_figures():
                 caption("gradcam", dataset=dataset),
             ]
         )
-    if not own_data():
+    if truth_table():
         evaluation += [
             [
                 "Agatston scores against the truth",

@@ -1,4 +1,5 @@
-"""The `cacflow` command line: `cacflow synth` writes a synthetic cohort; `cacflow ingest`
+"""The `cacflow` command line: `cacflow synth` writes a synthetic cohort; `cacflow convert`
+writes a public dataset in the workflow's own-data layout; `cacflow ingest`
 runs the workflow's per-patient steps (checks, HU, heart segmentation, the three datasets)
 on one study; `cacflow predict` scores one new study with a trained model.
 
@@ -40,7 +41,12 @@ def _synth(args: argparse.Namespace) -> int:
         phi=args.phi,
     )
     start = time.perf_counter()
-    rows = synth_cohort(Path(args.out), args.patients, settings, jobs=args.jobs)
+    if args.format == "coca":
+        from cacflow.convert.coca import synth_coca
+
+        rows = synth_coca(Path(args.out), args.patients, settings, args.instance_order)
+    else:
+        rows = synth_cohort(Path(args.out), args.patients, settings, jobs=args.jobs)
     seconds = time.perf_counter() - start
     n_slices = sum(int(r["n_slices"]) for r in rows)
     zero = sum(float(r["agatston_total"]) == 0 for r in rows)
@@ -50,6 +56,36 @@ def _synth(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    import yaml
+
+    from cacflow.convert.coca import convert_coca
+    from cacflow.convert.cohort import ConversionError
+    from cacflow.dicom.ingest import IngestSettings
+
+    sections = yaml.safe_load(Path(args.config).read_text()) or {} if args.config else {}
+    settings = IngestSettings.from_config(dict(sections.get("ingest") or {}))
+    start = time.perf_counter()
+    try:
+        rows = convert_coca(Path(args.root), Path(args.out), settings)
+    except ConversionError as error:
+        print(f"cacflow convert: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    converted = [r for r in rows if r["status"] == "converted"]
+    differ = [
+        r for r in converted if r["difference"] not in ("", None) and abs(r["difference"]) > 1
+    ]
+    seconds = time.perf_counter() - start
+    print(
+        f"converted {len(converted)} of {len(rows)} patients into {args.out} in {seconds:.1f} s "
+        f"({seconds / max(len(rows), 1):.2f} s a patient); patients keep the dataset's IDs "
+        f"(its folder names); left out: {len(rows) - len(converted)}; score differs from the "
+        f"dataset's table by more than 1: {len(differ)} (see {args.out}/conversion.tsv)",
+        file=sys.stderr,
+    )
+    return EXIT_OK
 
 
 def _ingest(args: argparse.Namespace) -> int:
@@ -208,7 +244,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="write identifying values into identity tags (to test PHI guards)",
     )
     synth.add_argument("--jobs", type=int, default=1, help="parallel processes (default 1)")
+    synth.add_argument(
+        "--format",
+        choices=("cacflow", "coca"),
+        default="cacflow",
+        help="cacflow (default: dicom/, labels, truth) or coca: Stanford COCA's layout, "
+        "calcium contours and score table (the truth beside it)",
+    )
+    synth.add_argument(
+        "--instance-order",
+        choices=("descending", "ascending"),
+        default="descending",
+        help="coca: InstanceNumber 1 at the top of the scan (descending in z) or the bottom",
+    )
     synth.set_defaults(func=_synth)
+
+    convert = sub.add_parser(
+        "convert",
+        help="a public calcium-scoring dataset into the workflow's own-data layout",
+        description="Write DIR/dicom/<patient>/, DIR/labels.tsv, DIR/lesions/<patient>.npz, "
+        "DIR/reference.tsv and DIR/conversion.tsv (each patient converted, or left out with "
+        "its reason). Exit 0: done; 64: bad usage or not the dataset's layout.",
+    )
+    convert.add_argument("dataset", choices=("coca",), help="the dataset's format")
+    convert.add_argument("root", help="the dataset's folder (COCA: Gated_release_final)")
+    convert.add_argument("--out", required=True, help="output folder")
+    convert.add_argument("--config", help="a config.yaml whose ingest section applies")
+    convert.set_defaults(func=_convert)
 
     ingest = sub.add_parser(
         "ingest",

@@ -40,6 +40,7 @@ from cacflow.imaging.segmentation import SegmentationSettings, segment_heart, se
 from cacflow.imaging.volume import Volume
 from cacflow.reporting.lesion_gallery import draw_lesion_gallery
 from cacflow.scoring.lesions import LESION_EVAL_COLUMNS, lesion_detection, lesion_eval_row
+from cacflow.scoring.reference import LesionMap, read_lesion_map
 from cacflow.scoring.scoring import (
     CLASSICAL,
     LESION_COLUMNS,
@@ -100,27 +101,11 @@ def segment_volume(volume: Volume, settings: SegmentationSettings) -> np.ndarray
     )
 
 
-def _aligned_truth(
-    truth_path: Path, instance_numbers: np.ndarray, keys: tuple[str, ...]
-) -> dict[str, np.ndarray]:
-    """The truth arrays `keys` in the volume's slice order (matched by instance number);
-    only those are read (the truth file holds more, e.g. the noiseless HU)."""
-    with np.load(truth_path) as data:
-        truth = {k: data[k] for k in ("instance_numbers", "lesion_kind", *keys)}
-    index = {int(n): k for k, n in enumerate(truth["instance_numbers"])}
-    missing = [int(n) for n in instance_numbers if int(n) not in index]
-    if missing:
-        raise ValueError(f"{truth_path.name}: no truth for instance numbers {missing[:5]}")
-    order = np.array([index[int(n)] for n in instance_numbers], dtype=int)
-    for key in keys:
-        truth[key] = truth[key][order]
-    return truth
-
-
 def segmentation_qc_row(
-    patient_id: str, volume: Volume, heart_mask: np.ndarray, truth_path: Path | None
+    patient_id: str, volume: Volume, heart_mask: np.ndarray, truth: LesionMap | None
 ) -> dict:
-    """A row of results/qc/segmentation.tsv; the truth columns only when a truth is known."""
+    """A row of results/qc/segmentation.tsv; the truth columns only when a truth is known
+    (the Dice only when it has a heart mask)."""
     row = dict.fromkeys(SEGMENTATION_QC_COLUMNS, "")
     voxel_ml = float(np.prod(volume.pixel_spacing_mm)) * volume.slice_spacing_mm / 1000.0
     row.update(
@@ -129,16 +114,13 @@ def segmentation_qc_row(
         n_mask_slices=int(heart_mask.any(axis=(1, 2)).sum()),
         mask_volume_ml=f"{heart_mask.sum() * voxel_ml:.1f}",
     )
-    if truth_path is not None:
-        truth = _aligned_truth(
-            Path(truth_path), volume.instance_numbers, ("heart_mask", "lesion_labels")
-        )
+    if truth is not None:
         scores = segmentation_scores(
             heart_mask,
-            truth["heart_mask"],
+            truth.heart_mask,
             volume.hu,
-            truth["lesion_labels"],
-            truth["lesion_kind"],
+            truth.lesion_labels,
+            truth.lesion_kind,
             volume.pixel_spacing_mm,
         )
         for key in SEGMENTATION_QC_COLUMNS:
@@ -149,13 +131,6 @@ def segmentation_qc_row(
 
 
 # Datasets -------------------------------------------------------------------------------
-def coronary_lesion_mask(truth_path: Path, instance_numbers: np.ndarray) -> np.ndarray:
-    """Pixels of true coronary lesions (synthetic truth) in the volume's slice order."""
-    truth = _aligned_truth(Path(truth_path), instance_numbers, ("lesion_labels",))
-    coronary = np.array([kind == "coronary" for kind in truth["lesion_kind"]], dtype=bool)
-    return coronary[truth["lesion_labels"].astype(int)]
-
-
 def make_datasets(
     out_root: Path,
     patient_id: str,
@@ -288,13 +263,14 @@ def process_volume(
     score of an accepted study's volume."""
     seconds = {}
     start = time.perf_counter()
+    truth = None
+    if truth_path is not None:
+        truth = read_lesion_map(truth_path, volume.instance_numbers, volume.hu.shape)
     heart_mask = segment_volume(volume, settings.segmentation)
-    segmentation_qc = segmentation_qc_row(patient_id, volume, heart_mask, truth_path)
+    segmentation_qc = segmentation_qc_row(patient_id, volume, heart_mask, truth)
     seconds["segmentation"] = time.perf_counter() - start
     start = time.perf_counter()
-    coronary = None
-    if truth_path is not None:
-        coronary = coronary_lesion_mask(truth_path, volume.instance_numbers)
+    coronary = None if truth is None else truth.coronary_mask()
     datasets = make_datasets(
         datasets_root, patient_id, volume, heart_mask, label_rows, coronary,
         settings.datasets, label_key=label_key,

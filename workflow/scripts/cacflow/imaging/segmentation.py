@@ -785,32 +785,26 @@ def _pair(pixel_spacing_mm: float | tuple[float, float]) -> tuple[float, float]:
 
 def segmentation_scores(
     heart_mask_pred: np.ndarray,
-    heart_mask_true: np.ndarray,
+    heart_mask_true: np.ndarray | None,
     hu: np.ndarray,
     lesion_labels: np.ndarray,
     lesion_kind: np.ndarray,
     pixel_spacing_mm: float | tuple[float, float],
 ) -> dict:
-    """Dice of the heart mask and how many true coronary lesions it holds whole.
+    """Dice of the heart mask (when a true one is given) and how many true coronary
+    lesions it holds whole.
 
     A lesion is what the Agatston score counts: an 8-connected component, in one slice,
     of coronary-lesion pixels >= 130 HU with an area >= 1 mm^2. It is inside when every
     such pixel of it is inside the predicted mask.
     """
     pred = np.asarray(heart_mask_pred, dtype=bool)
-    true = np.asarray(heart_mask_true, dtype=bool)
+    true = pred if heart_mask_true is None else np.asarray(heart_mask_true, dtype=bool)
     if pred.shape != true.shape or pred.shape != np.shape(hu):
         raise SegmentationError(
             f"shapes differ: prediction {pred.shape}, truth {true.shape}, hu {np.shape(hu)}"
         )
     spacing = _pair(pixel_spacing_mm)
-    true_area = true.sum(axis=(1, 2))
-    pred_area = pred.sum(axis=(1, 2))
-    overlap = (pred & true).sum(axis=(1, 2))
-    heart_slices = true_area > 0
-    dice_per_slice = 2.0 * overlap[heart_slices] / (true_area + pred_area)[heart_slices]
-    total = int(true_area.sum() + pred_area.sum())
-
     coronary_ids = np.flatnonzero(np.asarray(lesion_kind) == "coronary")
     coronary = np.isin(lesion_labels, coronary_ids[coronary_ids > 0]) & (
         np.asarray(hu) >= THRESHOLD_HU
@@ -826,6 +820,19 @@ def segmentation_scores(
         n_lesions += int(lesion.sum())
         n_inside += int((lesion & (outside == 0)).sum())
 
+    inside = {
+        "n_lesions": n_lesions,
+        "n_lesions_inside": n_inside,
+        "lesion_inside_fraction": n_inside / n_lesions if n_lesions else float("nan"),
+    }
+    if heart_mask_true is None:
+        return inside
+    true_area = true.sum(axis=(1, 2))
+    pred_area = pred.sum(axis=(1, 2))
+    overlap = (pred & true).sum(axis=(1, 2))
+    heart_slices = true_area > 0
+    dice_per_slice = 2.0 * overlap[heart_slices] / (true_area + pred_area)[heart_slices]
+    total = int(true_area.sum() + pred_area.sum())
     return {
         "dice_heart_slices": float(dice_per_slice.mean()) if heart_slices.any() else float("nan"),
         "n_heart_slices": int(heart_slices.sum()),
@@ -833,8 +840,6 @@ def segmentation_scores(
         "nonempty_rate_nonheart": (
             float((pred_area[~heart_slices] > 0).mean()) if (~heart_slices).any() else float("nan")
         ),
-        "n_lesions": n_lesions,
-        "n_lesions_inside": n_inside,
-        "lesion_inside_fraction": n_inside / n_lesions if n_lesions else float("nan"),
+        **inside,
         "dice_volume": 2.0 * int(overlap.sum()) / total if total else 1.0,
     }

@@ -32,9 +32,10 @@ import numpy as np
 from cacflow import settings_from_config
 from cacflow.dicom.dicom_io import SeriesGeometry, SeriesIdentity, write_ct_series
 from cacflow.patients import synthetic_patient_ids, synthetic_patient_index
-from cacflow.scoring.agatston import agatston_score, cac_class
+from cacflow.scoring.agatston import cac_class
+from cacflow.scoring.reference import reference_scores
 from cacflow.synthetic.acquisition import Acquisition, sample_acquisition
-from cacflow.synthetic.anatomy import ARTERIES, Anatomy, sample_anatomy
+from cacflow.synthetic.anatomy import Anatomy, sample_anatomy
 from cacflow.synthetic.image_formation import Volume, render_volume
 from cacflow.tables import read_tsv, save_npz, write_tsv
 
@@ -126,27 +127,17 @@ def coronary_slices(patient: SimulatedPatient) -> list[int]:
 def truth_summary(patient: SimulatedPatient) -> tuple[dict, np.ndarray]:
     """The patient's truth row and the per-slice calcium labels (0/1)."""
     vol, acq = patient.volume, patient.acquisition
-    result = agatston_score(
+    reference, result = reference_scores(
         vol.hu,
-        vol.lesion_labels > 0,
+        vol.lesion_labels,
+        vol.lesion_artery,
         (acq.pixel_spacing_mm, acq.pixel_spacing_mm),
         acq.slice_thickness_mm,
-        lesion_labels=vol.lesion_labels,
     )
-    by_artery = {artery: 0.0 for artery in ARTERIES}
-    for label, score in result.score_by_label().items():
-        by_artery[str(vol.lesion_artery[label])] += score
-    counted = {lesion.label for lesion in result.lesions}
     kinds = sorted({c.kind for c in patient.anatomy.calcifications if c.kind != "coronary"})
     row = {
         "patient_id": patient.patient_id,
-        "agatston_total": round(result.total, 3),
-        "agatston_lad": round(by_artery["LAD"], 3),
-        "agatston_lcx": round(by_artery["LCX"], 3),
-        "agatston_rca": round(by_artery["RCA"], 3),
-        "volume_mm3": round(result.volume_mm3, 3),
-        "risk_category": result.risk_category,
-        "n_lesions": len(counted),
+        **{key: reference[key] for key in PATIENT_COLUMNS if key in reference},
         "cac_class": cac_class(result.total),
         "n_slices": acq.n_slices,
         "pixel_spacing_mm": round(acq.pixel_spacing_mm, 4),
