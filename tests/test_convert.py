@@ -1,10 +1,11 @@
-"""`cacflow convert coca` on format-faithful synthetic fixtures (`cacflow synth --format
-coca`): the round trip gives back the truth's lesions and per-artery scores, and each kind
+"""`cacflow convert coca|orcascore` on format-faithful synthetic fixtures (`cacflow synth
+--format coca|orcascore`): the round trip gives back the truth's lesions and per-artery scores, and each kind
 of bad input leaves its patient out with its reason while the others convert."""
 
 from __future__ import annotations
 
 import plistlib
+import re
 import shutil
 import subprocess
 import sys
@@ -13,10 +14,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import ndimage
 
 from cacflow.convert.coca import convert_coca, synth_coca
+from cacflow.convert.orcascore import convert_orcascore, synth_orcascore
 from cacflow.dicom.ingest import read_study, volume_of
-from cacflow.scoring.agatston import THRESHOLD_HU
+from cacflow.scoring.agatston import THRESHOLD_HU, density_weight
 from cacflow.scoring.reference import read_lesion_map
 from cacflow.synthetic.synth import SynthSettings
 
@@ -73,6 +76,18 @@ def coca(tmp_path_factory) -> Path:
     return root
 
 
+def convert(dataset: str, root: Path, out: Path) -> str:
+    """`cacflow convert`'s summary line, after it exits 0."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "cacflow.cli", "convert", dataset, str(root), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stderr
+
+
 def edit_roi(path: Path, change) -> None:
     with open(path, "rb") as handle:
         plist = plistlib.load(handle)
@@ -108,13 +123,7 @@ def test_bad_coca_input_leaves_its_patient_out_with_a_reason(tmp_path, coca):
     (xml / f"{missing}.xml").unlink()  # the score table gives this patient calcium
     shutil.copy(xml / f"{outside}.xml", xml / "SYN0099.xml")  # no series
 
-    proc = subprocess.run(
-        [sys.executable, "-m", "cacflow.cli", "convert", "coca", str(tmp_path), "--out",
-         str(tmp_path / "out")],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    assert "converted 3 of 9 patients" in proc.stderr
+    assert "converted 3 of 9 patients" in convert("coca", tmp_path, tmp_path / "out")
     rows = read(tmp_path / "out" / "conversion.tsv").set_index("patient_id")
     reasons = rows["reason"].to_dict()
     assert reasons[malformed].startswith(f"{malformed}.xml: not a COCA calcium property list")
@@ -129,3 +138,74 @@ def test_bad_coca_input_leaves_its_patient_out_with_a_reason(tmp_path, coca):
     assert len(converted) == 3
     assert sorted(p.name for p in (tmp_path / "out" / "dicom").iterdir()) == converted
     assert sorted(read(tmp_path / "out" / "reference.tsv")["patient_id"]) == converted
+
+
+def mixed_artery_score(truth_path: Path) -> float:
+    """The Agatston score of the calcium components that lie on lesions of two arteries."""
+    with np.load(truth_path) as data:
+        hu, labels, artery = data["hu"], data["lesion_labels"], data["lesion_artery"]
+        area = float(np.prod(data["pixel_spacing_mm"]))
+        thickness = float(data["slice_thickness_mm"])
+    mixed = 0.0
+    for k in range(hu.shape[0]):
+        components, n = ndimage.label((hu[k] >= THRESHOLD_HU) & (labels[k] > 0), np.ones((3, 3)))
+        for c in range(1, n + 1):
+            here = components == c
+            if len({str(artery[i]) for i in np.unique(labels[k][here])}) > 1:
+                peak = float(hu[k][here].max())
+                mixed += here.sum() * area * density_weight(peak) * thickness / 3.0
+    return mixed
+
+
+@pytest.mark.parametrize("size, thickness", [(128, 3.0), (160, 2.5)])
+def test_orcascore_round_trip_gives_back_the_truth(tmp_path, size, thickness):
+    settings = SynthSettings(seed=3, size=size, slice_thickness_mm=(thickness,))
+    synth_orcascore(tmp_path / "orcascore", 4, settings)
+    rows = convert_orcascore(tmp_path / "orcascore" / "images", tmp_path / "out")
+    assert [r["status"] for r in rows] == ["converted"] * 4
+    truth = read(tmp_path / "orcascore" / "truth" / "patients.tsv").set_index("patient_id")
+    reference = read(tmp_path / "out" / "reference.tsv").set_index("patient_id")
+    assert truth["agatston_total"].astype(float).sum() > 100
+    for column in ["agatston_total", "volume_mm3"]:
+        np.testing.assert_allclose(reference[column], truth[column].astype(float), atol=0.01)
+    assert list(reference["risk_category"]) == list(truth["risk_category"])
+    # orCaScore labels voxels by artery, not lesions: a calcium component that touches two
+    # arteries' lesions (at a bifurcation) may go to the other of the two.
+    for pid in truth.index:
+        mixed = mixed_artery_score(tmp_path / "orcascore" / "truth" / f"{pid}.npz")
+        for column in ARTERY_COLUMNS:
+            assert float(reference.loc[pid, column]) == pytest.approx(
+                float(truth.loc[pid, column]), abs=mixed + 0.01
+            ), (pid, column)
+    # The DICOM written from the MetaImage keeps its geometry.
+    pid = truth.index[1]
+    volume = volume_of(read_study(tmp_path / "out" / "dicom" / pid, pid).ct)
+    assert volume.slice_spacing_mm == pytest.approx(thickness)
+    assert volume.pixel_spacing_mm[0] == pytest.approx(
+        float(truth.loc[pid, "pixel_spacing_mm"]), abs=1e-4
+    )
+
+
+def test_bad_orcascore_input_leaves_its_patient_out_with_a_reason(tmp_path):
+    synth_orcascore(tmp_path / "o", 6, SynthSettings(seed=3, size=64))
+    images = tmp_path / "o" / "images"
+    (images / "SYN0001CTI.raw").unlink()
+    raw = images / "SYN0002R.raw"
+    raw.write_bytes(raw.read_bytes()[:100])
+    (images / "SYN0003R.mhd").unlink()
+    (images / "SYN0003R.raw").unlink()
+    header = images / "SYN0004R.mhd"
+    header.write_text(
+        re.sub(r"DimSize = (\d+) (\d+) (\d+)", r"DimSize = \1 \2 7", header.read_text())
+    )
+    (images / "SYN0005CTI.mhd").rename(tmp_path / "SYN0005CTI.mhd")
+    assert "converted 1 of 6 patients" in convert("orcascore", images, tmp_path / "out")
+    reasons = read(tmp_path / "out" / "conversion.tsv").set_index("patient_id")["reason"]
+    assert reasons["SYN0001"] == "SYN0001CTI.mhd: its data file SYN0001CTI.raw is missing"
+    assert reasons["SYN0002"].startswith(
+        "SYN0002R.mhd: its data file SYN0002R.raw is short (100 of"
+    )
+    assert reasons["SYN0003"] == "SYN0003CTI.mhd: no reference SYN0003R.mhd beside it"
+    assert reasons["SYN0004"].startswith("SYN0004R.mhd: label volume of (64, 64, 7) voxels")
+    assert reasons["SYN0005"] == "SYN0005R.mhd: no image SYN0005CTI.mhd"
+    assert reasons["SYN0006"] == ""

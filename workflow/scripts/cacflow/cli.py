@@ -45,6 +45,10 @@ def _synth(args: argparse.Namespace) -> int:
         from cacflow.convert.coca import synth_coca
 
         rows = synth_coca(Path(args.out), args.patients, settings, args.instance_order)
+    elif args.format == "orcascore":
+        from cacflow.convert.orcascore import synth_orcascore
+
+        rows = synth_orcascore(Path(args.out), args.patients, settings)
     else:
         rows = synth_cohort(Path(args.out), args.patients, settings, jobs=args.jobs)
     seconds = time.perf_counter() - start
@@ -63,19 +67,21 @@ def _convert(args: argparse.Namespace) -> int:
 
     from cacflow.convert.coca import convert_coca
     from cacflow.convert.cohort import ConversionError
+    from cacflow.convert.orcascore import convert_orcascore
     from cacflow.dicom.ingest import IngestSettings
 
     sections = yaml.safe_load(Path(args.config).read_text()) or {} if args.config else {}
     settings = IngestSettings.from_config(dict(sections.get("ingest") or {}))
     start = time.perf_counter()
     try:
-        rows = convert_coca(Path(args.root), Path(args.out), settings)
+        convert = {"coca": convert_coca, "orcascore": convert_orcascore}[args.dataset]
+        rows = convert(Path(args.root), Path(args.out), settings)
     except ConversionError as error:
         print(f"cacflow convert: {error}", file=sys.stderr)
         return EXIT_USAGE
     converted = [r for r in rows if r["status"] == "converted"]
     differ = [
-        r for r in converted if r["difference"] not in ("", None) and abs(r["difference"]) > 1
+        r for r in converted if r.get("difference") not in ("", None) and abs(r["difference"]) > 1
     ]
     seconds = time.perf_counter() - start
     print(
@@ -246,10 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--jobs", type=int, default=1, help="parallel processes (default 1)")
     synth.add_argument(
         "--format",
-        choices=("cacflow", "coca"),
+        choices=("cacflow", "coca", "orcascore"),
         default="cacflow",
-        help="cacflow (default: dicom/, labels, truth) or coca: Stanford COCA's layout, "
-        "calcium contours and score table (the truth beside it)",
+        help="cacflow (default: dicom/, labels, truth); coca: Stanford COCA's layout, "
+        "calcium contours and score table; orcascore: MetaImage image and reference pairs "
+        "(both with the truth beside them)",
     )
     synth.add_argument(
         "--instance-order",
@@ -266,8 +273,12 @@ def build_parser() -> argparse.ArgumentParser:
         "DIR/reference.tsv and DIR/conversion.tsv (each patient converted, or left out with "
         "its reason). Exit 0: done; 64: bad usage or not the dataset's layout.",
     )
-    convert.add_argument("dataset", choices=("coca",), help="the dataset's format")
-    convert.add_argument("root", help="the dataset's folder (COCA: Gated_release_final)")
+    convert.add_argument("dataset", choices=("coca", "orcascore"), help="the dataset's format")
+    convert.add_argument(
+        "root",
+        help="the dataset's folder (COCA: Gated_release_final; orCaScore: the folder of its "
+        "<id>CTI.mhd and <id>R.mhd pairs, searched through sub-folders)",
+    )
     convert.add_argument("--out", required=True, help="output folder")
     convert.add_argument("--config", help="a config.yaml whose ingest section applies")
     convert.set_defaults(func=_convert)

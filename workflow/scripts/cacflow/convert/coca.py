@@ -35,6 +35,7 @@ from skimage.measure import find_contours
 from cacflow.convert.cohort import (
     ConversionError,
     ConvertedPatient,
+    first_pixel_mm,
     write_patient,
     write_tables,
 )
@@ -292,7 +293,7 @@ def synth_coca(
                 truth["lesion_labels"],
                 truth["lesion_artery"],
                 truth["slice_z_mm"],
-                _origin(series),
+                first_pixel_mm(series),
                 float(truth["pixel_spacing_mm"][0]),
             )
         if images:
@@ -314,11 +315,6 @@ def synth_coca(
         writer.writeheader()
         writer.writerows(score_rows)
     return rows
-
-
-def _origin(series: Path) -> tuple[float, float]:
-    first = pydicom.dcmread(next(iter(sorted(series.glob("*.dcm")))), stop_before_pixels=True)
-    return float(first.ImagePositionPatient[0]), float(first.ImagePositionPatient[1])
 
 
 def _reverse_instance_numbers(series: Path) -> None:

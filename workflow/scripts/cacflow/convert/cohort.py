@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pydicom
 
 from cacflow.imaging.volume import Volume
 from cacflow.scoring.agatston import cac_class
@@ -84,3 +85,10 @@ def write_tables(
     write_tsv(out / "reference.tsv", references, REFERENCE_COLUMNS)
     write_tsv(out / "labels.tsv", labels, LABEL_COLUMNS)
     write_tsv(out / "conversion.tsv", conversion, CONVERSION_COLUMNS)
+
+
+def first_pixel_mm(series: Path) -> tuple[float, float]:
+    """ImagePositionPatient x, y of a series' first file (the synthetic fixtures')."""
+    first = next(iter(sorted(Path(series).glob("*.dcm"))))
+    position = pydicom.dcmread(first, stop_before_pixels=True).ImagePositionPatient
+    return float(position[0]), float(position[1])
