@@ -19,7 +19,12 @@ from pydicom import uid
 from pydicom.data import get_testdata_file
 from pydicom.pixels import apply_rescale
 
-from cacflow.dicom.dicom_io import derived_uid
+from cacflow.dicom.dicom_io import (
+    SeriesGeometry,
+    SeriesIdentity,
+    derived_uid,
+    write_enhanced_ct,
+)
 from cacflow.dicom.ingest import (
     AmbiguousSeriesError,
     DecoderMissingError,
@@ -41,6 +46,7 @@ from cacflow.dicom.ingest import (
 from cacflow.patients import pseudonym, read_label_table
 from cacflow.pipeline import PatientFiles, StudySettings, process_study, run_patient, write_refused
 from cacflow.synthetic.synth import SynthSettings, synth_cohort
+from cacflow.tables import read_tsv
 
 PID = "SYN0001"
 
@@ -368,3 +374,59 @@ def test_pseudonyms_are_stable_and_keyed():
     assert pseudonym("12345678", "k1").startswith("P") and len(pseudonym("x", "k")) == 13
     with pytest.raises(ValueError, match="key"):
         pseudonym("12345678", "")
+
+
+def test_enhanced_ct_gives_the_same_volume_and_results(tmp_path):
+    # One study written as single-frame slices and as one Enhanced CT file (frames placed
+    # by the per-frame functional groups): the same HU volume, the same outputs.
+    synth_cohort(tmp_path / "cohort", 2, SynthSettings(size=96, seed=3))
+    pid = "SYN0002"  # with coronary calcium
+    single = tmp_path / "cohort" / "dicom" / pid
+    ct = read_study(single, pid).ct
+    geometry = SeriesGeometry(
+        pixel_spacing_mm=ct.pixel_spacing_mm[0],
+        slice_thickness_mm=ct.slice_thickness_mm,
+        origin_x_mm=ct.origin_mm[0],
+        origin_y_mm=ct.origin_mm[1],
+        slice_z_mm=tuple(ct.positions_mm),  # instance k + 1 is slice k of this series
+    )
+    enhanced = tmp_path / "enhanced" / pid
+    write_enhanced_ct(enhanced / "CT0001.dcm", ct.hu, geometry, SeriesIdentity(pid, pid, ("e",)))
+    assert int(pydicom.dcmread(enhanced / "CT0001.dcm").NumberOfFrames) == ct.hu.shape[0]
+    report = read_study(enhanced, pid)
+    assert report.accepted, report.error
+    np.testing.assert_array_equal(report.ct.hu, ct.hu)
+    np.testing.assert_array_equal(report.ct.instance_numbers, ct.instance_numbers)
+    np.testing.assert_allclose(report.ct.positions_mm, ct.positions_mm, atol=1e-4)
+    assert report.ct.pixel_spacing_mm == ct.pixel_spacing_mm
+    (row,) = qc_rows(report)
+    assert row["n_files"] == 1 and row["n_slices"] == ct.hu.shape[0]
+
+    labels = read_label_table(tmp_path / "cohort" / "labels" / f"{pid}.tsv")
+    truth_path = tmp_path / "cohort" / "truth" / f"{pid}.npz"
+    for study, out in ((single, "out_single"), (enhanced, "out_enhanced")):
+        code = process_study(study, tmp_path / out, pid, StudySettings(), labels, truth_path)
+        assert code == 0
+    outputs = sorted(
+        p.relative_to(tmp_path / "out_single")
+        for p in (tmp_path / "out_single").rglob("*")
+        if p.is_file() and p.name != "series.tsv"  # the file count differs
+    )
+    assert any("agatston" in str(p) for p in outputs)
+    for path in outputs:
+        assert (tmp_path / "out_single" / path).read_bytes() == (
+            tmp_path / "out_enhanced" / path
+        ).read_bytes(), path
+
+
+def test_a_study_without_a_heart_is_flagged(tmp_path):
+    # A real CT slice of a head (pydicom's test data): accepted by ingest, but no heart.
+    study = tmp_path / "HEAD01"
+    study.mkdir()
+    shutil.copy(get_testdata_file("CT_small.dcm"), study / "CT_small.dcm")
+    settings = StudySettings(ingest=IngestSettings(pseudonymize=True))
+    log = io.StringIO()
+    assert process_study(study, tmp_path / "out", "HEAD01", settings, log=log) == 0
+    assert "HEAD01: warning: no heart found on any slice" in log.getvalue()
+    (row,) = read_tsv(tmp_path / "out" / "qc" / "segmentation.tsv")
+    assert row["n_mask_slices"] == "0" and row["warning"].startswith("no heart found")

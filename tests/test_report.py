@@ -5,6 +5,7 @@ browser shows it (headless Chromium)."""
 from __future__ import annotations
 
 import base64
+import html
 import re
 import shutil
 import subprocess
@@ -15,6 +16,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from cacflow.pipeline import NO_HEART
 from cacflow.reporting.example_figures import draw_examples, pick_examples
 from cacflow.reporting.report import TABLE_KEYS, demo_preset, write_report
 from cacflow.tables import read_tsv, write_tsv
@@ -46,9 +48,11 @@ def tables(tmp_path) -> dict[str, Path]:
     ]  # fmt: skip
     segmentation = [
         {"patient_id": "SYN0001", "dice_heart_slices": "0.9000", "dice_volume": "0.9200",
-         "n_lesions": "3", "n_lesions_inside": "3"},
+         "n_lesions": "3", "n_lesions_inside": "3", "warning": ""},
         {"patient_id": "SYN0002", "dice_heart_slices": "0.8800", "dice_volume": "0.9000",
-         "n_lesions": "0", "n_lesions_inside": "0"},
+         "n_lesions": "0", "n_lesions_inside": "0", "warning": ""},
+        {"patient_id": "SYN0004", "dice_heart_slices": "", "dice_volume": "",
+         "n_lesions": "0", "n_lesions_inside": "0", "warning": NO_HEART},
     ]  # fmt: skip
     datasets = [
         {"patient_id": p, "n_slices": "40", "n_original": "40", "n_segmented": "36",
@@ -117,6 +121,7 @@ def test_report_holds_refused_study_banners_results_and_figures(report):
     text = report.read_text()
     assert REFUSED_REASON in text
     assert "SYN0003" in text
+    assert f"<li>SYN0004: {html.escape(NO_HEART)}</li>" in text
     assert "Synthetic data" in text and "synthetic cohort" in text
     assert "Demo training preset" in text and "not</em> the paper's setting" in text
     # Value [interval]: the test split at both levels, and Table 3; not the validation split.

@@ -65,6 +65,8 @@ log.info(
     patient_id, volume.hu.shape[0], volume.hu.shape[1], volume.hu.shape[2],
     volume.pixel_spacing_mm[0], volume.slice_spacing_mm,
 )  # fmt: skip
+if result.segmentation_qc["warning"]:
+    log.warning("%s: %s", patient_id, result.segmentation_qc["warning"])
 for stage, row in (
     ("segmentation", result.segmentation_qc),
     ("datasets", result.datasets_qc),

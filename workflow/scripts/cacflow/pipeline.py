@@ -64,7 +64,9 @@ SEGMENTATION_QC_COLUMNS = (
     "n_lesions",
     "n_lesions_inside",
     "lesion_inside_fraction",
+    "warning",  # e.g. no heart found: the study may not be a cardiac CT
 )
+NO_HEART = "no heart found on any slice: is this a cardiac CT? (its classical score is 0)"
 DATASET_QC_COLUMNS = (
     "patient_id",
     "n_slices",
@@ -113,6 +115,7 @@ def segmentation_qc_row(
         n_slices=heart_mask.shape[0],
         n_mask_slices=int(heart_mask.any(axis=(1, 2)).sum()),
         mask_volume_ml=f"{heart_mask.sum() * voxel_ml:.1f}",
+        warning="" if heart_mask.any() else NO_HEART,
     )
     if truth is not None:
         scores = segmentation_scores(
@@ -390,6 +393,8 @@ def process_study(
     total = time.perf_counter() - start
     n = result.volume.hu.shape[0]
     rows = result.datasets.rows
+    if result.segmentation_qc["warning"]:
+        print(f"{patient_id}: warning: {result.segmentation_qc['warning']}", file=log)
     print(
         f"{patient_id}: accepted, {n} slices; heart on "
         f"{result.segmentation_qc['n_mask_slices']} slices; datasets {len(rows['original'])} "

@@ -1,4 +1,5 @@
-"""Writing CT series as DICOM (CT Image Storage, one file per slice).
+"""Writing CT series as DICOM (CT Image Storage, one file per slice; or Enhanced CT Image
+Storage, one multi-frame file).
 
 Tags follow DICOM PS3.3 C.8.2.1 (CT Image) and C.7.6.2 (Image Plane). Pixels are stored
 as signed 16-bit integers with RescaleIntercept -1024, so HU = stored - 1024, as most
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+from pydicom.uid import CTImageStorage, EnhancedCTImageStorage, ExplicitVRLittleEndian
 
 RESCALE_INTERCEPT = -1024.0
 
@@ -96,6 +97,75 @@ def write_ct_series(
         os.replace(partial, target)
         sop_uids.append(sop_uid)
     return sop_uids
+
+
+def write_enhanced_ct(
+    path: Path,
+    hu: np.ndarray,
+    geometry: SeriesGeometry,
+    identity: SeriesIdentity,
+    kvp: float = 120.0,
+    description: str = "CaSc 3.0 STANDARD",
+) -> None:
+    """The same series as `write_ct_series`, as one Enhanced CT Image Storage file (PS3.3
+    A.38): every slice a frame, its position in the per-frame functional groups, spacing,
+    orientation and rescale in the shared ones."""
+    uids = series_uids(identity.uid_entropy)
+    ds = _series_template(hu.shape[1:], geometry, identity, uids, kvp, description)
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = EnhancedCTImageStorage
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = sop_instance_uid(
+        identity.uid_entropy, 0
+    )
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL", "NONE"]
+    ds.InstanceNumber = 1
+    ds.NumberOfFrames = len(geometry.slice_z_mm)
+    measures = Dataset()
+    measures.PixelSpacing = ds.PixelSpacing
+    measures.SliceThickness = ds.SliceThickness
+    orientation = Dataset()
+    orientation.ImageOrientationPatient = ds.ImageOrientationPatient
+    rescale = Dataset()
+    rescale.RescaleIntercept, rescale.RescaleSlope = ds.RescaleIntercept, ds.RescaleSlope
+    rescale.RescaleType = ds.RescaleType
+    shared = Dataset()
+    shared.PixelMeasuresSequence = [measures]
+    shared.PlaneOrientationSequence = [orientation]
+    shared.PixelValueTransformationSequence = [rescale]
+    ds.SharedFunctionalGroupsSequence = [shared]
+    per_frame = []
+    for index, z in enumerate(geometry.slice_z_mm):
+        position = Dataset()
+        position.ImagePositionPatient = [
+            _ds(geometry.origin_x_mm), _ds(geometry.origin_y_mm), _ds(z)
+        ]  # fmt: skip
+        content = Dataset()
+        content.InStackPositionNumber = index + 1
+        frame = Dataset()
+        frame.PlanePositionSequence = [position]
+        frame.FrameContentSequence = [content]
+        per_frame.append(frame)
+    ds.PerFrameFunctionalGroupsSequence = per_frame
+    for keyword in (*_FRAME_KEYWORDS, "SpacingBetweenSlices", "WindowCenter", "WindowWidth"):
+        if keyword in ds:
+            delattr(ds, keyword)
+    stored = np.clip(np.asarray(hu, dtype=np.int32) - int(RESCALE_INTERCEPT), -32768, 32767)
+    ds.PixelData = stored.astype("<i2").tobytes()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".part")
+    ds.save_as(partial, enforce_file_format=True)
+    os.replace(partial, path)
+
+
+# Single-frame attributes that an Enhanced CT image keeps in its functional groups.
+_FRAME_KEYWORDS = (
+    "PixelSpacing",
+    "SliceThickness",
+    "ImageOrientationPatient",
+    "RescaleIntercept",
+    "RescaleSlope",
+    "RescaleType",
+)
 
 
 def _ds(value: float) -> str:

@@ -11,6 +11,9 @@ What real archives hold, and what this module does about it:
 - broken series: mixed matrix sizes, pixel spacings or orientations, missing rescale or
   spacing tags, duplicate positions, and gaps larger than the slice spacing beyond a
   tolerance are refused with a one-line reason naming the file;
+- Enhanced CT (one multi-frame file): each frame is read as a slice, with its position,
+  spacing, orientation and rescale from the functional groups, and checked as one; frames
+  are numbered 1.. as InstanceNumber (the label table's instance_number);
 - compressed transfer syntaxes (JPEG 2000, JPEG lossless, JPEG-LS, RLE) are decoded by
   pydicom's plugins; a missing decoder is named with the package to install;
 - identifiers: the files must be anonymized (PS3.15 E.1 basic profile, the tags that
@@ -25,6 +28,7 @@ the QC table and leaves the patient out, instead of stopping the run.
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 from collections import defaultdict
@@ -311,8 +315,75 @@ def _read_header(path: Path, rel: str, patient_id: str) -> pydicom.Dataset:
         ) from None
 
 
+class _Frame(pydicom.Dataset):
+    """One frame of a multi-frame image, as the single-frame image the checks expect."""
+
+    def __init__(self, pixels: np.ndarray) -> None:
+        super().__init__()
+        object.__setattr__(self, "_frame_pixels", pixels)
+
+    @property
+    def pixel_array(self) -> np.ndarray:
+        return self._frame_pixels
+
+
+# Where Enhanced CT keeps what a single-frame image has at its top level: (functional
+# group sequence, attribute), looked up in the frame's own groups, then the shared ones.
+_FRAME_ATTRIBUTES = {
+    "PixelSpacing": "PixelMeasuresSequence",
+    "SliceThickness": "PixelMeasuresSequence",
+    "ImageOrientationPatient": "PlaneOrientationSequence",
+    "ImagePositionPatient": "PlanePositionSequence",
+    "RescaleSlope": "PixelValueTransformationSequence",
+    "RescaleIntercept": "PixelValueTransformationSequence",
+}
+
+
+def frames_of(ds: pydicom.Dataset, rel: str, patient_id: str) -> list[tuple[str, _Frame]]:
+    """The frames of a multi-frame image (Enhanced CT Image Storage) as single-frame images
+    named `<file> frame <n>`, numbered by frame for the label table, each with its place,
+    spacing and rescale from the functional groups."""
+    n = int(ds.NumberOfFrames)
+    _check_decoder(patient_id, rel, _syntax(ds))
+    pixels = _pixel_array(ds, rel, patient_id)
+    if pixels.shape[0] != n:
+        raise InconsistentSeriesError(
+            patient_id, rel, f"{pixels.shape[0]} frames of pixel data, NumberOfFrames {n}"
+        )
+    shared = ds.get("SharedFunctionalGroupsSequence") or [pydicom.Dataset()]
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
+    if len(per_frame) != n:
+        raise MissingTagError(
+            patient_id, rel, f"{len(per_frame)} per-frame functional groups for {n} frames"
+        )
+    skip = {"PixelData", "NumberOfFrames", "SharedFunctionalGroupsSequence",
+            "PerFrameFunctionalGroupsSequence"}  # fmt: skip
+    frames = []
+    for k in range(n):
+        frame = _Frame(pixels[k])
+        frame.file_meta = ds.file_meta
+        for element in ds:
+            if element.keyword not in skip:
+                frame.add(copy.copy(element))
+        for keyword, sequence in _FRAME_ATTRIBUTES.items():
+            for groups in (per_frame[k], shared[0]):
+                items = groups.get(sequence)
+                if items and keyword in items[0]:
+                    setattr(frame, keyword, items[0][keyword].value)
+                    break
+        frame.InstanceNumber = k + 1
+        frame.SOPInstanceUID = f"{ds.get('SOPInstanceUID', '')}.{k + 1}"
+        frames.append((f"{rel} frame {k + 1}", frame))
+    return frames
+
+
 def _is_image(ds: pydicom.Dataset) -> bool:
-    return "PixelData" in ds or "FloatPixelData" in ds or "DoubleFloatPixelData" in ds
+    return (
+        isinstance(ds, _Frame)
+        or "PixelData" in ds
+        or "FloatPixelData" in ds
+        or "DoubleFloatPixelData" in ds
+    )
 
 
 def _normal(orientation) -> np.ndarray:
@@ -367,19 +438,25 @@ def _read_study(study_dir, patient_id, settings, pseudonyms, series_rows) -> CTS
     if not files:
         raise EmptyStudyError(patient_id, "", "empty folder: no files")
     by_series: dict[str, list[tuple[str, pydicom.Dataset]]] = defaultdict(list)
+    n_files: dict[str, int] = defaultdict(int)  # a multi-frame file holds many members
     for path in files:
         rel = path.relative_to(study_dir).as_posix()
         ds = _read_header(path, rel, patient_id)
-        by_series[str(ds.get("SeriesInstanceUID", ""))].append((rel, ds))
+        members = by_series[str(ds.get("SeriesInstanceUID", ""))]
+        n_files[str(ds.get("SeriesInstanceUID", ""))] += 1
+        if int(ds.get("NumberOfFrames", 1) or 1) > 1 and _is_image(ds):
+            members += frames_of(ds, rel, patient_id)
+        else:
+            members.append((rel, ds))
 
     candidates = []
-    for index, (_, members) in enumerate(sorted(by_series.items()), start=1):
+    for index, (uid, members) in enumerate(sorted(by_series.items()), start=1):
         first = members[0][1]
         number = first.get("SeriesNumber")
         row = SeriesSummary(
             series=str(number) if number not in (None, "") else f"#{index}",
             modality=str(first.get("Modality", "")),
-            n_files=len(members),
+            n_files=n_files[uid],
         )
         series_rows.append(row)
         if not any(_is_image(ds) for _, ds in members):
@@ -457,10 +534,6 @@ def _check_and_convert(patient_id, members, settings, pseudonyms) -> CTSeries:
     first_rel, first = unique[0]
     reference = {}
     for rel, ds in unique:
-        if int(ds.get("NumberOfFrames", 1) or 1) > 1:
-            raise InconsistentSeriesError(
-                patient_id, rel, "multi-frame (enhanced) CT is not supported; export single frames"
-            )
         if "Rows" not in ds or "Columns" not in ds:
             raise MissingTagError(patient_id, rel, "no Rows/Columns")
         spacing = ds.get("PixelSpacing")
@@ -564,16 +637,11 @@ def _to_hu(patient_id, members) -> tuple[np.ndarray, tuple[str, ...]]:
     hu = np.empty((len(members), rows, cols), dtype=np.float32 if not integral else np.int32)
     syntaxes = []
     for n, (rel, ds) in enumerate(members):
-        syntax = UID(str(ds.file_meta.get("TransferSyntaxUID", "1.2.840.10008.1.2")))
+        syntax = _syntax(ds)
         if syntax not in syntaxes:
             syntaxes.append(syntax)
             _check_decoder(patient_id, rel, syntax)
-        try:
-            stored = ds.pixel_array
-        except (ValueError, EOFError, AttributeError, RuntimeError) as exc:
-            raise TruncatedDicomError(
-                patient_id, rel, f"pixel data cannot be read: {_first_line(exc)}"
-            ) from None
+        stored = _pixel_array(ds, rel, patient_id)
         if stored.shape != (rows, cols):
             raise InconsistentSeriesError(
                 patient_id, rel, f"pixel data shape {stored.shape} is not {rows}x{cols}"
@@ -589,6 +657,19 @@ def _to_hu(patient_id, members) -> tuple[np.ndarray, tuple[str, ...]]:
         else:
             hu = hu.astype(np.float32)
     return hu, tuple(str(s.name) for s in syntaxes)
+
+
+def _syntax(ds: pydicom.Dataset) -> UID:
+    return UID(str(ds.file_meta.get("TransferSyntaxUID", "1.2.840.10008.1.2")))
+
+
+def _pixel_array(ds: pydicom.Dataset, rel: str, patient_id: str) -> np.ndarray:
+    try:
+        return ds.pixel_array
+    except (ValueError, EOFError, AttributeError, RuntimeError) as exc:
+        raise TruncatedDicomError(
+            patient_id, rel, f"pixel data cannot be read: {_first_line(exc)}"
+        ) from None
 
 
 def _check_decoder(patient_id: str, rel: str, syntax: UID) -> None:

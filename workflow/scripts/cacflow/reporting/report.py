@@ -308,6 +308,13 @@ def _segmentation_summary(rows: list[dict] | None) -> str:
         if values:
             stats.append([what, str(len(values)), *(_fmt(f(values)) for f in (_mean, min, max))])
     text = f"<p>{len(rows)} patients segmented.</p>"
+    flagged = [r for r in rows if r.get("warning")]
+    if flagged:
+        items = "".join(
+            f"<li>{html.escape(str(r['patient_id']))}: {html.escape(str(r['warning']))}</li>"
+            for r in flagged
+        )
+        text += f'<p class="note">{len(flagged)} flagged:</p><ul>{items}</ul>'
     if not any(_numbers(r.get("dice_heart_slices") for r in rows)):
         text += '<p class="note">No truth to compare with (own data): masks are not scored.</p>'
     lesions = _numbers(r.get("n_lesions") for r in rows)
