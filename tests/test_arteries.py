@@ -60,3 +60,20 @@ def test_scores_add_up_by_artery_and_an_empty_mask_has_no_axes():
     ]
     assert score_by_artery(lesions) == pytest.approx({"LAD": 12.0, "LCX": 0.0, "RCA": 4.0})
     assert heart_axes(np.zeros((3, 8, 8), dtype=bool), PIXEL_MM, SLICE_MM) is None
+
+
+def test_a_series_flipped_left_right_keeps_its_arteries_by_its_orientation():
+    # The same heart exported with columns running right to left (ImageOrientationPatient
+    # row direction -x): the same artery for every groove, and the mirror image without it.
+    mask = heart_mask()
+    flipped = mask[:, :, ::-1]
+    n_cols = mask.shape[2]
+    mirrored = (-1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+    axes = heart_axes(flipped, PIXEL_MM, SLICE_MM, mirrored)
+    assumed = heart_axes(flipped, PIXEL_MM, SLICE_MM)  # standard axial assumed
+    wrong = 0
+    for t_mm, angle, artery in ((20.0, 350.0, "LAD"), (-30.0, 60.0, "RCA"), (-30.0, 250.0, "LCX")):
+        k, r, c = on_surface(t_mm, angle)
+        assert artery_at(axes, k, r, n_cols - 1 - c, PIXEL_MM, SLICE_MM) == artery
+        wrong += artery_at(assumed, k, r, n_cols - 1 - c, PIXEL_MM, SLICE_MM) != artery
+    assert wrong >= 2  # RCA and LCX swap sides in a mirrored heart

@@ -749,4 +749,5 @@ def volume_of(ct: CTSeries) -> Volume:
         ct.slice_thickness_mm,
         ct.instance_numbers,
         ct.positions_mm,
+        tuple(ct.orientation),
     )

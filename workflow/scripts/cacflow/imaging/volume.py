@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+STANDARD_AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+
 
 @dataclass
 class Volume:
@@ -22,3 +24,5 @@ class Volume:
     slice_thickness_mm: float
     instance_numbers: np.ndarray
     positions_mm: np.ndarray
+    # ImageOrientationPatient: row and column directions in the patient's axes (LPS).
+    orientation: tuple[float, ...] = STANDARD_AXIAL

@@ -9,8 +9,10 @@ the heart mask's principal axis (apex inferior); the angle is measured from ante
 towards the patient's right. Lesions near the left main's bifurcation, where the proximal
 LAD and LCX lie side by side, are the ones this gets wrong.
 
-Coordinates are those of a standard axial series (rows anterior to posterior, columns right
-to left, slices superior to inferior, as `cacflow.imaging.volume.Volume` holds them).
+Positions are in the patient's axes (x left, y posterior, z superior), from the series'
+ImageOrientationPatient: a series whose rows or columns run the other way (a flipped
+export) gets the same arteries. Slices run superior to inferior, as
+`cacflow.imaging.volume.Volume` holds them.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
+
+from cacflow.imaging.volume import STANDARD_AXIAL
 
 ARTERIES = ("LAD", "LCX", "RCA")
 ARTERY_COLUMNS = tuple(f"agatston_{artery.lower()}" for artery in ARTERIES)  # score tables
@@ -38,36 +42,50 @@ class HeartAxes:
     long_axis: np.ndarray  # base to apex
     anterior: np.ndarray
     right: np.ndarray  # long_axis x anterior
+    orientation: tuple[float, ...] = STANDARD_AXIAL
 
 
 def _position_mm(
-    slice_index, row, col, pixel_spacing_mm: tuple[float, float], slice_spacing_mm: float
+    slice_index,
+    row,
+    col,
+    pixel_spacing_mm: tuple[float, float],
+    slice_spacing_mm: float,
+    orientation: tuple[float, ...] = STANDARD_AXIAL,
 ) -> np.ndarray:
-    return np.stack(
-        [
-            np.asarray(col, dtype=float) * pixel_spacing_mm[1],
-            np.asarray(row, dtype=float) * pixel_spacing_mm[0],
-            -np.asarray(slice_index, dtype=float) * slice_spacing_mm,
-        ],
-        axis=-1,
+    """Patient coordinates (mm, up to a shift) of voxel indices: along the row direction
+    with the column index, the column direction with the row index, down with the slice."""
+    along_row = np.asarray(orientation[:3], dtype=float)
+    along_col = np.asarray(orientation[3:6], dtype=float)
+    up = np.cross(along_row, along_col)
+    up = up / np.linalg.norm(up) * (1.0 if up[2] >= 0 else -1.0)
+    return (
+        np.multiply.outer(np.asarray(col, dtype=float) * pixel_spacing_mm[1], along_row)
+        + np.multiply.outer(np.asarray(row, dtype=float) * pixel_spacing_mm[0], along_col)
+        - np.multiply.outer(np.asarray(slice_index, dtype=float) * slice_spacing_mm, up)
     )
 
 
 def heart_axes(
-    heart_mask: np.ndarray, pixel_spacing_mm: tuple[float, float], slice_spacing_mm: float
+    heart_mask: np.ndarray,
+    pixel_spacing_mm: tuple[float, float],
+    slice_spacing_mm: float,
+    orientation: tuple[float, ...] = STANDARD_AXIAL,
 ) -> HeartAxes | None:
     """The axes of a heart mask (slice x row x col); None for an empty mask."""
     k, r, c = np.nonzero(np.asarray(heart_mask, dtype=bool)[:, ::_MASK_STRIDE, ::_MASK_STRIDE])
     if len(k) < 3:
         return None
-    points = _position_mm(k, r * _MASK_STRIDE, c * _MASK_STRIDE, pixel_spacing_mm, slice_spacing_mm)
+    points = _position_mm(
+        k, r * _MASK_STRIDE, c * _MASK_STRIDE, pixel_spacing_mm, slice_spacing_mm, orientation
+    )
     centre = points.mean(axis=0)
     _, vectors = np.linalg.eigh(np.cov((points - centre).T))
     long_axis = vectors[:, -1] if vectors[2, -1] < 0 else -vectors[:, -1]
     forward = np.array([0.0, -1.0, 0.0])
     anterior = forward - (forward @ long_axis) * long_axis
     anterior /= np.linalg.norm(anterior)
-    return HeartAxes(centre, long_axis, anterior, np.cross(long_axis, anterior))
+    return HeartAxes(centre, long_axis, anterior, np.cross(long_axis, anterior), tuple(orientation))
 
 
 def artery_at(
@@ -79,7 +97,10 @@ def artery_at(
     slice_spacing_mm: float,
 ) -> str:
     """The artery whose sector round the long axis holds the point (slice, row, col)."""
-    offset = _position_mm(slice_index, row, col, pixel_spacing_mm, slice_spacing_mm) - axes.centre
+    offset = (
+        _position_mm(slice_index, row, col, pixel_spacing_mm, slice_spacing_mm, axes.orientation)
+        - axes.centre
+    )
     angle = float(np.degrees(np.arctan2(offset @ axes.right, offset @ axes.anterior)) % 360.0)
     artery = _SECTORS_DEG[-1][1]  # the LAD's sector wraps round 0
     for start, name in _SECTORS_DEG:

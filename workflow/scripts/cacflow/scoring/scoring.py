@@ -540,7 +540,9 @@ def classical_score(
         by_slice[lesion.slice_index].append(lesion)
 
     pixel_area_mm2 = float(pixel_spacing_mm[0]) * float(pixel_spacing_mm[1])
-    axes = heart_axes(heart_mask, pixel_spacing_mm, slice_spacing_mm) if by_slice else None
+    axes = None
+    if by_slice:
+        axes = heart_axes(heart_mask, pixel_spacing_mm, slice_spacing_mm, volume.orientation)
     rows = []
     for k, lesions in sorted(by_slice.items()):
         pixels = _lesion_pixels(hu[k], region[k], pixel_area_mm2)
