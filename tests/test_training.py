@@ -29,6 +29,7 @@ from cacflow.learning.models import (
 )
 from cacflow.learning.training import (
     SUMMARY_COLUMNS,
+    SmoothedSparseCrossentropy,
     TrainingError,
     TrainPaths,
     TrainSettings,
@@ -174,6 +175,22 @@ def test_recomputed_batchnorm_statistics_are_the_mean_of_the_batch_statistics():
     # The Keras initial values (0, 1) are gone, and the layers keep their momentum.
     assert np.abs(layer.moving_mean.numpy()).max() > 0.01
     assert {layer.momentum for layer in batchnorm_layers(model)} == {0.9}
+
+
+def test_label_smoothing_loss_is_the_cross_entropy_against_softened_targets(tmp_path):
+    loss = SmoothedSparseCrossentropy(0.1)
+    y_true = np.array([0, 1])
+    y_pred = np.array([[0.9, 0.1], [0.2, 0.8]], dtype=np.float32)
+    expected = -np.mean(
+        [0.95 * np.log(0.9) + 0.05 * np.log(0.1), 0.05 * np.log(0.2) + 0.95 * np.log(0.8)]
+    )
+    assert float(loss(y_true, y_pred)) == pytest.approx(expected, rel=1e-5)
+    # A model compiled with it saves and loads with the setting.
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile(optimizer="adam", loss=loss)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    assert loaded.loss.label_smoothing == pytest.approx(0.1)
 
 
 def test_training_step_is_traced_once():

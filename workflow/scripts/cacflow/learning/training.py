@@ -106,6 +106,9 @@ class TrainSettings:
     momentum: float = 0.9
     weight_decay: float = 0.005
     dropout: float = 0.5
+    # > 0: the loss's targets are 1 - s and s instead of 1 and 0, which bounds the logits a
+    # network can gain from (without it they grow without limit and P(calcium) saturates).
+    label_smoothing: float = 0.0
     # Momentum of BatchNormalization's moving statistics (Keras' default 0.99 averages over
     # ~100 steps: a short training never reaches them).
     batchnorm_momentum: float = 0.99
@@ -353,12 +356,34 @@ def compile_model(
 ) -> None:
     """The optimizer of `settings` (the paper's: SGD with momentum and weight decay) with its
     learning-rate schedule over `total_steps`, and the loss."""
+    loss = "sparse_categorical_crossentropy"
+    if settings.label_smoothing > 0:
+        loss = SmoothedSparseCrossentropy(settings.label_smoothing)
     model.compile(
         optimizer=make_optimizer(settings, total_steps),
-        loss="sparse_categorical_crossentropy",
+        loss=loss,
         metrics=["accuracy"],
         jit_compile=xla,
     )
+
+
+@keras.saving.register_keras_serializable(package="cacflow")
+class SmoothedSparseCrossentropy(keras.losses.Loss):
+    """Cross-entropy of class-index labels against smoothed one-hot targets (Keras' sparse
+    loss has no label smoothing)."""
+
+    def __init__(self, label_smoothing: float = 0.1, name: str = "smoothed_crossentropy", **kw):
+        super().__init__(name=name, **kw)
+        self.label_smoothing = float(label_smoothing)
+        self._inner = keras.losses.CategoricalCrossentropy(label_smoothing=self.label_smoothing)
+
+    def call(self, y_true, y_pred):
+        classes = keras.ops.shape(y_pred)[-1]
+        index = keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32")
+        return self._inner(keras.ops.one_hot(index, classes), y_pred)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
 
 
 def make_optimizer(settings: TrainSettings, total_steps: int = 0) -> keras.optimizers.Optimizer:
