@@ -83,7 +83,6 @@ from cacflow.scoring.scoring import (
     STANDARD,
     ScoringSettings,
     classical_score,
-    filter_candidates,
     hybrid_scores,
 )
 from cacflow.synthetic.synth import SynthSettings, synth_patient
@@ -161,7 +160,7 @@ def score_patient(cohort: Path, pid: str, settings: SynthSettings) -> dict:
     truth_map = read_lesion_map(truth_path, volume.instance_numbers)
     coronary = truth_map.coronary_mask()
     kinds = kind_map(truth_path, volume.instance_numbers, truth_map)
-    filtered = filter_candidates(volume.hu, heart_mask, *geometry, ScoringSettings())
+    filtered = classical.filtered
     calcium = coronary & heart_mask & (volume.hu >= THRESHOLD_HU)
     tiles = perfect_tile_calls(pid, calcium, heart_mask, volume.instance_numbers, grid)
     ceiling = hybrid_scores(classical.lesions, tiles, CEILING)

@@ -225,7 +225,12 @@ class PatientScore:
     row: dict
     lesions: list[dict]
     candidates: list[Candidate] = field(default_factory=list)
-    region: np.ndarray | None = None
+    filtered: CandidateFilter | None = None  # the rules' verdicts, voxel by voxel
+
+    @property
+    def region(self) -> np.ndarray | None:
+        """Where calcium counted."""
+        return None if self.filtered is None else self.filtered.region
 
 
 def patient_row(
@@ -581,7 +586,7 @@ def classical_score(
             )
     row = patient_row(patient_id, CLASSICAL, result.total, result.volume_mm3, rows)
     candidates = candidate_lesions(hu, heart_mask, found, pixel_spacing_mm, slice_spacing_mm)
-    return PatientScore(row, rows, candidates, region)
+    return PatientScore(row, rows, candidates, found)
 
 
 def _lesion_pixels(
