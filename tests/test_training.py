@@ -33,6 +33,7 @@ from cacflow.learning.training import (
     TrainingError,
     TrainPaths,
     TrainSettings,
+    _pipelines,
     build_training_state,
     compile_model,
     predict_splits,
@@ -191,6 +192,28 @@ def test_label_smoothing_loss_is_the_cross_entropy_against_softened_targets(tmp_
     model.save(tmp_path / "m.keras")
     loaded = keras.saving.load_model(tmp_path / "m.keras")
     assert loaded.loss.label_smoothing == pytest.approx(0.1)
+
+
+def test_batchnorm_statistics_come_from_the_source_asked_for(
+    mini_datasets, training_data, tmp_path
+):
+    # natural: the training images in their class shares; training: balanced batches as
+    # training makes them (half calcium in every batch).
+    paths = paths_for(mini_datasets, training_data, tmp_path)
+    pipeline = PipelineSettings(batch_size=4, on_the_fly=False)
+    labels = {}
+    for source in ("natural", "training"):
+        settings = replace(TINY, batchnorm_batches=3, batchnorm_source=source)
+        _, _, statistics = _pipelines(paths, settings, pipeline, None, seed=7)
+        batches = [keras.ops.convert_to_numpy(b) for b in statistics]
+        assert len(batches) == 3 and {b.shape[0] for b in batches} == {4}, source
+        labels[source] = batches
+    train_table = split_table(paths.dataset_root, paths.splits, "train")
+    share = float(np.mean(train_table.labels == CLASSES.index("calcium")))
+    assert 0 < share < 0.5  # the natural shares are not balanced ...
+    assert not all(
+        np.array_equal(a, b) for a, b in zip(labels["natural"], labels["training"], strict=True)
+    )  # ... so the two sources differ
 
 
 def test_training_step_is_traced_once():

@@ -115,6 +115,10 @@ class TrainSettings:
     # > 0: before every validation, the statistics inference uses are recomputed as the mean
     # over this many batches of training images (`recompute_batchnorm_statistics`).
     batchnorm_batches: int = 0
+    # ... from which images: "natural" (training images in their natural class shares,
+    # unaugmented, as inference meets them) or "training" (batches as training makes them:
+    # balanced and augmented, the statistics the network learned under).
+    batchnorm_source: str = "natural"
     weights: str = "none"  # none | imagenet | path to a weights file
     class_weight: str = "balanced"  # balanced | none
     mixed_precision: str = "auto"  # auto (GPU only) | on | off; never on a CPU
@@ -316,7 +320,20 @@ def _pipelines(
         repeat=bool(settings.steps_per_epoch),
     )
     statistics = None
-    if settings.batchnorm_batches > 0:
+    if settings.batchnorm_batches > 0 and settings.batchnorm_source == "training":
+        batches = build_pipeline(
+            tables["train"],
+            pipeline_settings,
+            training=True,
+            seed=seed + 1,
+            augment=augment,
+            image_size=settings.image_size,
+            repeat=True,
+        )
+        statistics = batches.dataset.take(settings.batchnorm_batches).map(
+            lambda images, labels: images
+        )
+    elif settings.batchnorm_batches > 0:
         statistics = statistics_batches(tables["train"], settings, pipeline_settings, seed)
     validation_table = tables["validation"]
     if 0 < settings.validation_images < len(validation_table):
