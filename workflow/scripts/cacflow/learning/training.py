@@ -115,10 +115,10 @@ class TrainSettings:
     # > 0: before every validation, the statistics inference uses are recomputed as the mean
     # over this many batches of training images (`recompute_batchnorm_statistics`).
     batchnorm_batches: int = 0
-    # ... from which images: "natural" (training images in their natural class shares,
-    # unaugmented, as inference meets them) or "training" (batches as training makes them:
-    # balanced and augmented, the statistics the network learned under).
-    batchnorm_source: str = "natural"
+    # ... from which images: "training" (batches as training makes them: balanced and
+    # augmented, the statistics the network learned under) or "natural" (training images in
+    # their natural class shares, unaugmented, as inference meets them).
+    batchnorm_source: str = "training"
     weights: str = "none"  # none | imagenet | path to a weights file
     class_weight: str = "balanced"  # balanced | none
     mixed_precision: str = "auto"  # auto (GPU only) | on | off; never on a CPU
