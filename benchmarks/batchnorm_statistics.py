@@ -86,16 +86,8 @@ def main(argv: list[str] | None = None) -> None:
     for source in ("natural", "training"):
         for n in (16, 128):
             model = load_classifier(model_path, prep)
-            if source == "natural":
-                batches = statistics_batches(
-                    train, replace(settings, batchnorm_batches=n), pipeline, seed
-                )
-            else:
-                made = build_pipeline(
-                    train, pipeline, training=True, seed=seed + 1, augment=augment,
-                    image_size=settings.image_size, repeat=True,
-                )  # fmt: skip
-                batches = made.dataset.take(n).map(lambda images, labels: images)
+            chosen = replace(settings, batchnorm_batches=n, batchnorm_source=source)
+            batches = statistics_batches(train, chosen, pipeline, seed, augment)
             recompute_batchnorm_statistics(model, batches)
             rows.append(
                 (f"{source}, {n} batches", evaluate(model, tuning, pipeline, settings.image_size))

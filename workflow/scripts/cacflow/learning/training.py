@@ -320,21 +320,8 @@ def _pipelines(
         repeat=bool(settings.steps_per_epoch),
     )
     statistics = None
-    if settings.batchnorm_batches > 0 and settings.batchnorm_source == "training":
-        batches = build_pipeline(
-            tables["train"],
-            pipeline_settings,
-            training=True,
-            seed=seed + 1,
-            augment=augment,
-            image_size=settings.image_size,
-            repeat=True,
-        )
-        statistics = batches.dataset.take(settings.batchnorm_batches).map(
-            lambda images, labels: images
-        )
-    elif settings.batchnorm_batches > 0:
-        statistics = statistics_batches(tables["train"], settings, pipeline_settings, seed)
+    if settings.batchnorm_batches > 0:
+        statistics = statistics_batches(tables["train"], settings, pipeline_settings, seed, augment)
     validation_table = tables["validation"]
     if 0 < settings.validation_images < len(validation_table):
         if pipeline_settings.balanced_batches:
@@ -352,11 +339,29 @@ def _pipelines(
 
 
 def statistics_batches(
-    table: ImageTable, settings: TrainSettings, pipeline_settings: PipelineSettings, seed: int
+    table: ImageTable,
+    settings: TrainSettings,
+    pipeline_settings: PipelineSettings,
+    seed: int,
+    augment: AugmentSettings | None = None,
 ) -> tf.data.Dataset:
-    """The batches of images the BatchNormalization statistics are recomputed from: the
-    images inference will meet, training images in their natural class shares (a fixed
-    random subset of ``batchnorm_batches`` batches), unaugmented, in training-size batches."""
+    """The ``batchnorm_batches`` batches of images the BatchNormalization statistics are
+    recomputed from, in training-size batches: made as training makes them (source
+    ``training``: balanced and, with `augment`, augmented), or a fixed random subset of the
+    training images in their natural class shares, unaugmented (``natural``)."""
+    if settings.batchnorm_source == "training":
+        pipeline = build_pipeline(
+            table,
+            pipeline_settings,
+            training=True,
+            seed=seed + 1,
+            augment=augment,
+            image_size=settings.image_size,
+            repeat=True,
+        )
+        # Cached: every recomputation (one per epoch) uses the same batches.
+        batches = pipeline.dataset.take(settings.batchnorm_batches)
+        return batches.map(lambda images, labels: images).cache()
     n = min(len(table), settings.batchnorm_batches * pipeline_settings.batch_size)
     pipeline = build_pipeline(
         subset(table, n, seed + 1),
