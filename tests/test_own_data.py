@@ -293,3 +293,19 @@ def test_cli_ingest_pseudonymizes_a_study_with_identifiers(tmp_path, phi_archive
     assert leaked(tmp_path, identifying_values(phi_archive)) == []
     ds = pydicom.dcmread(next(study.glob("*.dcm")))
     assert str(ds.PatientName) not in proc.stderr
+
+
+def test_no_synthetic_external_cohort_with_own_data_unless_asked(tmp_path, run_snakemake, archive):
+    own = {"dicom_dir": str(archive / "dicom"), "labels": str(archive / "labels.tsv")}
+    planned = {}
+    for with_own_data in (False, True):
+        config = write_config(
+            tmp_path / f"own_{with_own_data}.yaml",
+            **own,
+            external={"patients": 2, "with_own_data": with_own_data},
+        )
+        proc = run_snakemake(tmp_path, "--dry-run", configfile=config)
+        jobs = re.findall(r"^(external_\w+)\s+\d+$", proc.stdout, re.MULTILINE)
+        planned[with_own_data] = set(jobs)
+    assert planned[False] == set()
+    assert {"external_predict", "external_evaluate", "external_series_qc"} <= planned[True]

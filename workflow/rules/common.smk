@@ -319,8 +319,13 @@ EXTERNAL_ACQUISITION_KEYS = ("seed", "size", "pixel_spacing_mm", "slice_thicknes
 
 
 def external_patient_ids():
-    """The external cohort's patients (none when external.patients is 0)."""
-    return synthetic_patient_ids(config["external"]["patients"])
+    """The external cohort's patients: none when external.patients is 0, and none with own
+    data unless external.with_own_data is set (phantoms say little about networks trained on
+    scans, and config.yaml's default cohort is the demo's)."""
+    external = config["external"]
+    if own_data() and not external["with_own_data"]:
+        return []
+    return synthetic_patient_ids(external["patients"])
 
 
 def external_synth_settings():
