@@ -200,7 +200,7 @@ def test_handmade_boxes_and_tile_labels(handmade):
     labelled = {n: (row["label"], row["cac_class"]) for n, row in tiles.items()}
     assert labelled == {
         1: ("calcium", "low"),  # 4 px x 0.25 mm^2 x 4 = 4
-        2: ("calcium", "low"),  # 2 px of the same lesion: 2
+        2: ("no_calcium", ""),  # 2 px of the same lesion: a 0.5 mm^2 sliver
         3: ("no_calcium", ""),
         4: ("no_calcium", ""),
         5: ("no_calcium", ""),  # the 0.75 mm^2 speck is noise
@@ -215,7 +215,20 @@ def test_handmade_boxes_and_tile_labels(handmade):
     assert result.n_calcium_slices == 2
     assert result.n_calcium_slices_dropped == 1
     assert result.n_calcium_slices_without_positive_tile == 0
-    assert result.n_calcium_tiles == 3
+    assert result.n_calcium_tiles == 2
+
+
+def test_any_lesion_pixel_makes_a_calcium_tile_without_the_area_minimum(handmade, tmp_path):
+    _, _, hu, heart = handmade
+    labels = {11: SliceLabel(True, "high"), 12: SliceLabel(False), 13: SliceLabel(False)}
+    volume = make_volume(hu, [11, 12, 13], 0.5, 3.0)
+    lesions = hu >= 130
+    lesions[0, 15:18, 27:30] = False  # the handmade lesion map: not the bright blob
+    settings = DatasetSettings(min_tile_lesion_area_mm2=0.0)
+    build_patient_datasets(tmp_path, "P1", volume, heart, labels, lesions, settings)
+    tiles = {r["tile"]: r for r in manifest(tmp_path, "cropped", "P1") if r["slice"] == 11}
+    assert (tiles[2]["label"], tiles[2]["cac_class"]) == ("calcium", "low")  # 2 px x 4 x 0.25
+    assert tiles[2]["lesion_mask"] == "P1/lesion/P1_0011_t2.png"
 
 
 def test_handmade_images(handmade):

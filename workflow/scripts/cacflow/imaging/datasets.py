@@ -46,7 +46,7 @@ from cacflow.imaging.labels import (
 from cacflow.imaging.png import png_bytes
 from cacflow.imaging.volume import Volume
 from cacflow.imaging.windowing import window_to_uint8
-from cacflow.scoring.agatston import REFERENCE_SPACING_MM, THRESHOLD_HU
+from cacflow.scoring.agatston import MIN_AREA_MM2, REFERENCE_SPACING_MM, THRESHOLD_HU
 from cacflow.tables import read_tsv, tsv_columns, write_tsv
 
 DATASETS = ("original", "segmented", "cropped")
@@ -76,6 +76,7 @@ class DatasetSettings:
     segmented_size: int = 299
     tile_size: int = 299
     grid: int = 3
+    min_tile_lesion_area_mm2: float = MIN_AREA_MM2  # what a calcium tile must show
     png_compress_level: int = 1  # zlib level of `png_bytes`: 0 stores, 1-9 compress
 
     def __post_init__(self) -> None:
@@ -83,6 +84,10 @@ class DatasetSettings:
             raise DatasetError(f"window_width_hu must be positive, got {self.window_width_hu}")
         if self.grid < 1 or self.segmented_size < 1 or self.tile_size < 1:
             raise DatasetError(f"grid and image sizes must be >= 1: {self}")
+        if self.min_tile_lesion_area_mm2 < 0:
+            raise DatasetError(
+                f"min_tile_lesion_area_mm2 must be >= 0, got {self.min_tile_lesion_area_mm2}"
+            )
         if not 0 <= self.png_compress_level <= 9:
             raise DatasetError(f"png_compress_level must be 0..9, got {self.png_compress_level}")
 
@@ -287,7 +292,13 @@ class _PatientWriter:
         edges = tile_boxes((0, box[1] - box[0], 0, box[3] - box[2]), settings.grid)
         for tile, (r0, r1, c0, c1) in enumerate(edges, start=1):
             tile_box = (box[0] + r0, box[0] + r1, box[2] + c0, box[2] + c1)
-            label, cac_class = tile_label(weights, tile_box, self.score_per_weight)
+            label, cac_class = tile_label(
+                weights,
+                tile_box,
+                self.pixel_mm**2,
+                self.score_per_weight,
+                settings.min_tile_lesion_area_mm2,
+            )
             if ct_slice.tile_source == "none":
                 label = ""
             n_positive += label == CALCIUM

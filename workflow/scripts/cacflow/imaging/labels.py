@@ -1,12 +1,16 @@
 """Image labels: whole slices from the user's label table, tiles from the qualifying
 coronary lesions they show.
 
-A tile is ``calcium`` when it shows pixels of a qualifying coronary lesion: a 2-D
-8-connected component of (lesion map & HU >= 130) with an area >= 1 mm^2 over the whole
-slice, the standard Agatston lesion (``cacflow.scoring.agatston``). Assumptions:
+A tile is ``calcium`` when it shows at least ``min_area_mm2`` (1 mm^2, the Agatston minimum)
+of qualifying coronary lesions: 2-D 8-connected components of (lesion map & HU >= 130) with
+an area >= 1 mm^2 over the whole slice, the standard Agatston lesion
+(``cacflow.scoring.agatston``). Assumptions:
 
 - only lesion pixels inside the heart mask count, because the rest is black in the image;
-  the 1 mm^2 rule applies to the whole component before it is cut by the mask and the grid;
+  the 1 mm^2 rule applies to the whole component before it is cut by the mask and the grid,
+  and again to what the tile shows of it: a sliver that the grid cuts off a lesion is
+  ``no_calcium``, as augmentation labels an image that keeps less than that in view
+  (``cacflow.learning.augment``);
 - a tile's Agatston score is, over the lesions it shows, (lesion pixels in the tile x pixel
   area) x the density weight of the lesion's peak HU x slice spacing / 3 mm; the weight is a
   property of the whole lesion, so the tile scores of a slice add up to its score. The
@@ -101,13 +105,19 @@ def lesion_weights(
 
 
 def tile_label(
-    weights: np.ndarray | None, box: tuple[int, int, int, int], score_per_weight: float
+    weights: np.ndarray | None,
+    box: tuple[int, int, int, int],
+    pixel_area_mm2: float,
+    score_per_weight: float,
+    min_area_mm2: float = MIN_AREA_MM2,
 ) -> tuple[str, str]:
-    """(label, cac_class) of a tile from the lesion-weight map of its slice."""
+    """(label, cac_class) of a tile from the lesion-weight map of its slice: calcium when
+    its lesion pixels cover at least `min_area_mm2` (0: any lesion pixel)."""
     if weights is None:
         return NO_CALCIUM, ""
     inside = cut(weights, box)
-    if not inside.any():
+    n_lesion = np.count_nonzero(inside)
+    if not n_lesion or n_lesion * pixel_area_mm2 < min_area_mm2:
         return NO_CALCIUM, ""
     score = float(inside.sum(dtype=np.int64)) * score_per_weight
     return CALCIUM, cac_class(score)
