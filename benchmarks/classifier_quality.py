@@ -4,12 +4,14 @@ another seed and acquisition, then the table of results/external/metrics.tsv bes
 paper's Table 3, with the hybrid and classical Agatston scores on that cohort.
 
     .venv/bin/python benchmarks/classifier_quality.py [--preset config/cpu.yaml [config/cpu_cropped.yaml]]
-        [--patients 24] [--seed 7001] [--workdir DIR] [--record] [-- SNAKEMAKE_ARGS ...]
+        [--patients 24] [--seed 7001 | --fresh] [--workdir DIR] [--record] [-- SNAKEMAKE_ARGS ...]
 
 Two Snakemake calls, each timed: the preset's own run (`rule all`, report included), then
 the external cohort's steps added to it. Without a GPU, two trainings run side by side on
 half the cores each, as `make run` does. A `--workdir` that holds a finished run reruns
-only what the preset changes. `--record` appends the table to docs/benchmarks.md.
+only what the preset changes. `--fresh` draws the external cohort's seed from the clock,
+one never used (`benchmarks/used_seeds.tsv`), for a confirmation nobody could tune to.
+`--record` appends the table to docs/benchmarks.md.
 """
 
 import argparse
@@ -22,6 +24,7 @@ import time
 from pathlib import Path
 
 from _common import REPO_ROOT, append_section
+from _seeds import draw_fresh_seeds
 
 from cacflow.tables import read_tsv
 
@@ -148,10 +151,15 @@ def main(argv: list[str] | None = None) -> None:
         help="config overlays in order, e.g. config/cpu.yaml config/cpu_cropped.yaml",
     )
     parser.add_argument("--patients", type=int, default=24, help="external patients (24)")
-    parser.add_argument("--seed", type=int, default=7001, help="external cohort seed (7001)")
+    seeds = parser.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", type=int, default=7001, help="external cohort seed (7001)")
+    seeds.add_argument("--fresh", action="store_true", help="a seed never used, from the clock")
     parser.add_argument("--workdir", type=Path, help="keep the run here (default: a temp dir)")
     parser.add_argument("--record", action="store_true")
     args = parser.parse_args(own)
+    if args.fresh:
+        args.seed = draw_fresh_seeds(1, "classifier_quality --fresh")[0]
+        print(f"external cohort: fresh seed {args.seed}", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="cacflow-quality-") as tmp:
         workdir = args.workdir or Path(tmp)
         # A workdir with trained models is a finished run topped up: its times say nothing.
@@ -169,7 +177,8 @@ def main(argv: list[str] | None = None) -> None:
         details = (
             f"preset: {' + '.join(map(str, args.preset)) or 'config.yaml (the default run)'}; "
             "external cohort: "
-            f"{args.patients} synthetic patients of seed {args.seed} (external: defaults: "
+            f"{args.patients} synthetic patients of "
+            f"{'fresh ' if args.fresh else ''}seed {args.seed} (external: defaults: "
             "0.35-0.45 mm pixels at 512 px, 2.5 mm slices), never trained or tuned on; "
             f"{times}. Values [95 % patient-bootstrap interval]; "
             "validation AUC: the training cohort's validation split; in brackets after our "
