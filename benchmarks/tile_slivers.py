@@ -19,20 +19,19 @@ from pathlib import Path
 
 import numpy as np
 from _common import append_section
-from PIL import Image
 
+from cacflow.learning.augment import read_grey
 from cacflow.reporting.metrics import image_metrics
+from cacflow.scoring.agatston import MIN_AREA_MM2
 from cacflow.tables import read_tsv
 
-MIN_AREA_MM2 = 1.0
 BINS_MM2 = (0.0, 1.0, 2.0, 4.0, np.inf)
 
 
 def shown_area_mm2(root: Path, row: dict) -> float:
     """The lesion area (mm^2) a calcium image shows, from its lesion mask."""
-    with Image.open(root / row["lesion_mask"]) as mask:
-        n = int(np.count_nonzero(np.asarray(mask) > 127))
-    return n * float(row["pixel_mm"]) ** 2
+    n = np.count_nonzero(read_grey(root / row["lesion_mask"]) > 127)
+    return int(n) * float(row["pixel_mm"]) ** 2
 
 
 def main(argv: list[str] | None = None) -> None:
