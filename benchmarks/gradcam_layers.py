@@ -4,10 +4,11 @@ cohort's validation and test patients (the patients `evaluation.gradcam_min_cell
 on; the external cohort confirms it).
 
     .venv/bin/python benchmarks/gradcam_layers.py --workdir W [--dataset cropped]
-        [--models resnet50 vgg16 ...] [--splits validation test] [--record]
+        [--models resnet50 vgg16 ...] [--splits validation test]
+        [--methods gradcam layercam] [--record]
 
 W is a Snakemake working directory with results/models/<dataset>/<model>/ and the dataset's
-manifest. Per network and map size: the share of the Grad-CAM heat within 5 mm of a lesion
+manifest. Per network, map size and method (Grad-CAM, LayerCAM): the share of the Grad-CAM heat within 5 mm of a lesion
 (mean, median) and how often the map's peak lies there.
 """
 
@@ -23,6 +24,7 @@ import keras
 from _common import append_section
 
 from cacflow.learning.gradcam import (
+    CAM_METHODS,
     POINTING_RADIUS_MM,
     gradcam_layer_name,
     map_cells,
@@ -46,6 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dataset", default="cropped")
     parser.add_argument("--models", nargs="+", help="default: every trained network")
     parser.add_argument("--splits", nargs="+", default=["validation", "test"])
+    parser.add_argument("--methods", nargs="+", choices=CAM_METHODS, default=["gradcam"])
     parser.add_argument("--record", action="store_true", help="append to docs/benchmarks.md")
     args = parser.parse_args(argv)
 
@@ -56,36 +59,38 @@ def main(argv: list[str] | None = None) -> None:
     if args.models:
         model_dirs = [d for d in model_dirs if d.name in args.models]
     lines = [
-        "| network | layer | map | true-positive images | heat within 5 mm, mean | median | peak within 5 mm |",
-        "|---|---|---|---:|---:|---:|---:|",
+        "| network | method | layer | map | true-positive images | heat within 5 mm, mean | median | peak within 5 mm |",
+        "|---|---|---|---|---:|---:|---:|---:|",
     ]  # fmt: skip
     start = time.perf_counter()
     for folder in model_dirs:
         prep = read_preprocessing(folder / "model.keras")
         model = keras.saving.load_model(folder / "model.keras")
         predictions = [r for r in read_tsv(folder / "predictions.tsv") if r["split"] in args.splits]
-        for layer in layers_by_size(model, prep["image_size"]):
-            pointing = pointing_game(
-                model, predictions, manifest, root, prep["image_size"], prep["channels"],
-                layer_name=layer,
-            )  # fmt: skip
-            row = pointing_row(
-                args.dataset, folder.name, layer, map_cells(model, layer), pointing,
-                POINTING_RADIUS_MM,
-            )  # fmt: skip
-            line = (
-                f"| {folder.name} | {layer} | {row['map_cells']} | {row['n_images']} | "
-                f"{row['mean_share']:.3f} | {row['median_share']:.3f} | "
-                f"{row['peak_hit_rate']:.3f} |"
-            )
-            print(line, flush=True)
-            lines.append(line)
+        for method in args.methods:
+            for layer in layers_by_size(model, prep["image_size"]):
+                pointing = pointing_game(
+                    model, predictions, manifest, root, prep["image_size"], prep["channels"],
+                    layer_name=layer, method=method,
+                )  # fmt: skip
+                row = pointing_row(
+                    args.dataset, folder.name, layer, map_cells(model, layer), pointing,
+                    POINTING_RADIUS_MM, method,
+                )  # fmt: skip
+                line = (
+                    f"| {folder.name} | {method} | {layer} | {row['map_cells']} | "
+                    f"{row['n_images']} | {row['mean_share']:.3f} | "
+                    f"{row['median_share']:.3f} | {row['peak_hit_rate']:.3f} |"
+                )
+                print(line, flush=True)
+                lines.append(line)
     table = "\n".join(lines)
     if args.record:
         details = (
             f"run {args.workdir}, {args.dataset} networks, the true-positive calcium images "
             f"(P >= 0.5) of its {' and '.join(args.splits)} patients; per map size the "
-            f"deepest layer of that size; {time.perf_counter() - start:.0f} s"
+            f"deepest layer of that size; methods {', '.join(args.methods)}; "
+            f"{time.perf_counter() - start:.0f} s"
         )
         append_section("gradcam_layers", details, table)
 

@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from cacflow.learning.gradcam import (
+    CAM_METHODS,
     GradCamError,
     grad_cam,
     gradcam_layer_name,
@@ -57,12 +58,13 @@ def spot_model() -> keras.Model:
     return model
 
 
-def test_heat_map_peaks_on_the_spot(spot_model):
+@pytest.mark.parametrize("method", CAM_METHODS)
+def test_heat_map_peaks_on_the_spot(spot_model, method):
     images, labels, centres = spot_images(40, seed=2)
     probabilities = spot_model.predict(images, verbose=0)[:, 1]
     assert np.mean((probabilities > 0.5) == labels) >= 0.9  # the model learned the task
 
-    maps = grad_cam(spot_model, images, class_index=1)
+    maps = grad_cam(spot_model, images, class_index=1, method=method)
     assert maps.shape == (40, SIZE, SIZE)
     assert maps.min() >= 0.0 and maps.max() <= 1.0
     positives = np.flatnonzero(labels == 1)
@@ -77,6 +79,8 @@ def test_layer_choice(spot_model):
     assert grad_cam(spot_model, images, layer_name="conv1").shape == (2, SIZE, SIZE)
     with pytest.raises(GradCamError, match="no_such_layer"):
         grad_cam(spot_model, images, layer_name="no_such_layer")
+    with pytest.raises(GradCamError, match="unknown method 'scorecam'"):
+        grad_cam(spot_model, images, method="scorecam")
 
 
 def test_a_final_max_pooling_is_passed_over():

@@ -106,6 +106,7 @@ rule gradcam_figure:
     params:
         per_kind=config["evaluation"]["gradcam_per_kind"],
         min_cells=config["evaluation"]["gradcam_min_cells"],
+        method=config["evaluation"]["gradcam_method"],
         seed=config["seed"],
     script:
         "../scripts/gradcam_figure.py"

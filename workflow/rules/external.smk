@@ -288,5 +288,6 @@ rule external_pointing:
     params:
         threshold=config["evaluation"]["threshold"],
         min_cells=config["evaluation"]["gradcam_min_cells"],
+        method=config["evaluation"]["gradcam_method"],
     script:
         "../scripts/external_pointing.py"

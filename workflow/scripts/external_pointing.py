@@ -1,5 +1,5 @@
 """Rule external_pointing: the share of each network's Grad-CAM heat (of the layer
-evaluation.gradcam_min_cells chooses) within 5 mm of a true lesion, over its true-positive
+evaluation.gradcam_min_cells chooses, weighed by evaluation.gradcam_method) within 5 mm of a true lesion, over its true-positive
 calcium images of the external cohort (cacflow.learning.gradcam.pointing_game)."""
 
 from pathlib import Path
@@ -36,9 +36,12 @@ for model_path, predictions_path in zip(
         prep["channels"],
         threshold=snakemake.params.threshold,
         layer_name=layer,
+        method=snakemake.params.method,
     )
     cells = map_cells(model, layer)
-    rows.append(
-        pointing_row(prep["dataset"], prep["model"], layer, cells, pointing, POINTING_RADIUS_MM)
-    )
+    row = pointing_row(
+        prep["dataset"], prep["model"], layer, cells, pointing, POINTING_RADIUS_MM,
+        method=snakemake.params.method,
+    )  # fmt: skip
+    rows.append(row)
 write_tsv(Path(snakemake.output[0]), rows, POINTING_COLUMNS)

@@ -30,6 +30,7 @@ for model_path, predictions in zip(
             per_kind=per_kind,
             seed=snakemake.params.seed,
             layer_name=gradcam_layer_name(model, snakemake.params.min_cells),
+            method=snakemake.params.method,
         )
     )
 images, maps, labels, probabilities = (np.concatenate(arrays) for arrays in zip(*parts))

@@ -4,7 +4,11 @@ Explanations from Deep Networks via Gradient-based Localization", ICCV 2017).
 For a class c and a convolutional layer with feature maps A^k, the map is
 ReLU(sum_k alpha_k A^k) with alpha_k the spatial mean of d y^c / d A^k, where y^c is the
 class score before the softmax (the paper's choice: the softmax probability saturates, and
-its gradient vanishes, on confidently classified images). Each map is resized bilinearly to
+its gradient vanishes, on confidently classified images). LayerCAM (Jiang et al., "LayerCAM:
+Exploring Hierarchical Class Activation Maps for Localization", IEEE TIP 2021) weights each
+location by its own positive gradient instead, ReLU(sum_k ReLU(d y^c / d A^k_ij) A^k_ij), so a
+feature counts only where it raises the score: sharper maps at the finer layers that show a
+lesion of a few mm. Each map is resized bilinearly to
 the input's height x width and divided by its maximum, so it lies in [0, 1] (all zeros where
 no feature speaks for the class).
 
@@ -31,6 +35,7 @@ from scipy import ndimage
 from cacflow.reporting.metrics import KINDS, outcome_kinds
 
 POOL_LAYER = "pool"
+CAM_METHODS = ("gradcam", "layercam")
 # Heat within this distance of a true lesion counts as pointing at it.
 POINTING_RADIUS_MM = 5.0
 _SKIPPED_LAYERS = (
@@ -104,12 +109,16 @@ def grad_cam(
     class_index: int = 1,
     layer_name: str | None = None,
     batch_size: int = 16,
+    method: str = "gradcam",
 ) -> np.ndarray:
     """Heat maps (n, height, width) in [0, 1], float32, of `class_index` (1 = calcium) for
-    `images` (n, height, width, channels), preprocessed as the model expects."""
+    `images` (n, height, width, channels), preprocessed as the model expects; `method` one
+    of `CAM_METHODS`."""
     images = np.asarray(images, dtype=np.float32)
     if images.ndim != 4:
         raise GradCamError(f"images must be (n, height, width, channels), got {images.shape}")
+    if method not in CAM_METHODS:
+        raise GradCamError(f"unknown method {method!r}; choose one of {', '.join(CAM_METHODS)}")
     layer_name = layer_name or gradcam_layer_name(model)
     score_model, softmax_dense = _score_model(model, layer_name)
     last = model.layers[-1]
@@ -128,7 +137,10 @@ def grad_cam(
                     scores = scores + tf.cast(last.bias, tf.float32)
             class_score = scores[:, class_index]
         gradients = tf.cast(tape.gradient(class_score, features), tf.float32)
-        weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
+        if method == "gradcam":
+            weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
+        else:
+            weights = tf.nn.relu(gradients)
         cam = tf.nn.relu(tf.reduce_sum(weights * tf.cast(features, tf.float32), axis=-1))
         cam = tf.image.resize(cam[..., None], (height, width), method="bilinear")[..., 0]
         maps.append(cam.numpy())
@@ -180,6 +192,7 @@ def test_examples(
     per_kind: int = 2,
     seed: int = 0,
     layer_name: str | None = None,
+    method: str = "gradcam",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Grad-CAM (of `layer_name`) of up to `per_kind` test images of each outcome (TP, FP,
     FN, TN), from the rows of a training job's predictions.tsv: (images, maps, labels,
@@ -195,7 +208,7 @@ def test_examples(
     if not len(images):
         empty = np.zeros((0, image_size, image_size), np.float32)
         return empty, empty, labels[:0], probabilities[:0]
-    maps = grad_cam(model, images, layer_name=layer_name)
+    maps = grad_cam(model, images, layer_name=layer_name, method=method)
     return images, maps, labels[chosen], probabilities[chosen]
 
 
@@ -240,6 +253,7 @@ def pointing_game(
     threshold: float = 0.5,
     radius_mm: float = POINTING_RADIUS_MM,
     layer_name: str | None = None,
+    method: str = "gradcam",
 ) -> Pointing:
     """`heat_near_lesions` of the Grad-CAM maps (of `layer_name`) of the true-positive
     calcium images of `predictions` (rows of predictions.tsv, one split) that have a lesion
@@ -256,20 +270,26 @@ def pointing_game(
     images = model_images([root / r["path"] for r in hits], image_size, channels)
     lesions = [np.asarray(Image.open(root / masks[r["path"]]["lesion_mask"])) > 127 for r in hits]
     pixel_mm = [float(masks[r["path"]]["pixel_mm"]) for r in hits]
-    cams = grad_cam(model, images, layer_name=layer_name)
+    cams = grad_cam(model, images, layer_name=layer_name, method=method)
     return heat_near_lesions(cams, lesions, pixel_mm, radius_mm)
 
 
 POINTING_COLUMNS = (
-    "dataset", "model", "layer", "map_cells", "n_images", "mean_share", "median_share",
+    "dataset", "model", "method", "layer", "map_cells", "n_images", "mean_share", "median_share",
     "peak_hit_rate", "radius_mm",
 )  # fmt: skip
 
 
 def pointing_row(
-    dataset: str, model: str, layer: str, cells: str, pointing: Pointing, radius_mm: float
+    dataset: str,
+    model: str,
+    layer: str,
+    cells: str,
+    pointing: Pointing,
+    radius_mm: float,
+    method: str = "gradcam",
 ) -> dict:
-    """One row of the pointing-game table (`POINTING_COLUMNS`), for the Grad-CAM maps of
+    """One row of the pointing-game table (`POINTING_COLUMNS`), for the `method` maps of
     `layer` (`cells` its map size); NaN without any image."""
     shares = np.asarray(pointing.shares, float)
     hits = np.asarray(pointing.hits, float)[~np.isnan(shares)]
@@ -277,6 +297,7 @@ def pointing_row(
     return {
         "dataset": dataset,
         "model": model,
+        "method": method,
         "layer": layer,
         "map_cells": cells,
         "n_images": int(shares.size),

@@ -474,7 +474,8 @@ def _external_section(rows: Mapping[str, list[dict] | None]) -> str:
                 "lesion, over the network's true-positive calcium images of the external "
                 "cohort: 1 when the map shows the reader the calcium and nothing else. The "
                 "maps are those of the layer named (the deepest with a map at least "
-                "<code>evaluation.gradcam_min_cells</code> cells across).</p>"
+                "<code>evaluation.gradcam_min_cells</code> cells across), weighed by the "
+                "method named (<code>evaluation.gradcam_method</code>).</p>"
             ),
             _generic_table(rows["external_pointing"], "results/external/gradcam_pointing.tsv"),
         ]
