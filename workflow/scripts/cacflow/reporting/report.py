@@ -468,9 +468,9 @@ def _external_section(rows: Mapping[str, list[dict] | None]) -> str:
             ),
             "<h4>Agatston scores of the external cohort against its truth</h4>",
             _generic_table(rows["external_agreement"], "results/external/agatston/agreement.tsv"),
-            "<h4>Grad-CAM pointing game</h4>",
+            "<h4>Heat-map pointing game</h4>",
             (
-                '<p class="note">Share of each Grad-CAM map\'s heat within 5 mm of a true '
+                '<p class="note">Share of each heat map\'s heat within 5 mm of a true '
                 "lesion, over the network's true-positive calcium images of the external "
                 "cohort: 1 when the map shows the reader the calcium and nothing else. The "
                 "maps are those of the layer named (the deepest with a map at least "
