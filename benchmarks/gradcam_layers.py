@@ -1,15 +1,15 @@
 """Which Grad-CAM layer shows the calcium: the pointing game of a finished run's networks for
 the deepest layer of each map size, on the true-positive calcium images of the training
-cohort's validation and test patients (the patients `evaluation.gradcam_min_cells` is chosen
-on; the external cohort confirms it).
+cohort's validation and test patients (the patients `evaluation.gradcam_min_cells` and
+`gradcam_method` are chosen on; the external cohort confirms it).
 
     .venv/bin/python benchmarks/gradcam_layers.py --workdir W [--dataset cropped]
         [--models resnet50 vgg16 ...] [--splits validation test]
         [--methods gradcam layercam] [--record]
 
 W is a Snakemake working directory with results/models/<dataset>/<model>/ and the dataset's
-manifest. Per network, map size and method (Grad-CAM, LayerCAM): the share of the Grad-CAM heat within 5 mm of a lesion
-(mean, median) and how often the map's peak lies there.
+manifest. Per network, map size and method (Grad-CAM, LayerCAM): the share of the heat
+within 5 mm of a lesion (mean, median) and how often the map's peak lies there.
 """
 
 import os
