@@ -1,6 +1,7 @@
-"""Rule external_pointing: the share of each network's Grad-CAM heat (of the layer
-evaluation.gradcam_min_cells chooses, weighed by evaluation.gradcam_method) within 5 mm of a true lesion, over its true-positive
-calcium images of the external cohort (cacflow.learning.gradcam.pointing_game)."""
+"""Rule external_pointing: the share of each network's heat-map heat (of the layer
+evaluation.gradcam_min_cells chooses, weighed as evaluation.gradcam_method says) within 5 mm
+of a true lesion, over its true-positive calcium images of the external cohort
+(cacflow.learning.gradcam.pointing_game)."""
 
 from pathlib import Path
 
