@@ -218,6 +218,21 @@ def test_handmade_boxes_and_tile_labels(handmade):
     assert result.n_calcium_tiles == 2
 
 
+def test_each_image_gives_the_calcium_candidates_it_shows(handmade):
+    """candidate_mm2: HU >= 130 in the heart mask, components of 1 mm^2 or more, whatever
+    the label: tile 2's bright blob outside the lesion map makes it a hard negative."""
+    out, _, _, _ = handmade
+    tiles = {r["tile"]: r for r in manifest(out, "cropped", "P1") if r["slice"] == 11}
+    shown = {n: float(row["candidate_mm2"]) for n, row in tiles.items()}
+    # Tile 2: the lesion's 2 px sliver and the 9 px blob; the speck (tile 5) is under
+    # 1 mm^2 and the lesion of tile 6 lies outside the heart mask.
+    assert shown == {1: 1.0, 2: 2.75, 3: 0, 4: 0, 5: 0, 6: 0, 7: 0, 8: 16.0, 9: 0}
+    assert tiles[2]["label"] == "no_calcium"
+    for name in ("original", "segmented"):
+        areas = {r["slice"]: float(r["candidate_mm2"]) for r in manifest(out, name, "P1")}
+        assert areas[11] == (6 + 64 + 9) * 0.25 and areas[12] == 0
+
+
 def test_any_lesion_pixel_makes_a_calcium_tile_without_the_area_minimum(handmade, tmp_path):
     _, _, hu, heart = handmade
     labels = {11: SliceLabel(True, "high"), 12: SliceLabel(False), 13: SliceLabel(False)}

@@ -16,6 +16,7 @@ from cacflow.learning.inputs import (
     LeakError,
     PipelineSettings,
     build_pipeline,
+    hard_negatives,
     image_table,
     kept_lesion_area_mm2,
     warp_batch,
@@ -195,3 +196,35 @@ def test_balanced_batches_need_both_classes(segmented):
     assert set(table.labels.tolist()) == {0}
     with pytest.raises(ValueError, match="both classes"):
         build_pipeline(table, PipelineSettings(balanced_batches=True), training=True, seed=1)
+
+
+def test_hard_negatives_take_their_share_of_the_no_calcium_turns(segmented):
+    """hard_negative_share 0.5: of each balanced batch of 8, 4 calcium images, 2 no_calcium
+    images that show calcium candidates (the manifest's candidate_mm2) and 2 others."""
+    root, rows, augmented_root, augmented, _ = segmented
+    table = image_table(rows, root, SPLIT, "train", augmented, augmented_root)
+    hard = hard_negatives(table)
+    assert hard.any() and (table.candidate_mm2[table.labels == 1] >= 1.0).all()
+    settings = PipelineSettings(
+        batch_size=8, balanced_batches=True, cache=False, hard_negative_share=0.5
+    )
+    evaluation = build_pipeline(table, settings, training=False, seed=3, image_size=24)
+    sums = np.concatenate(
+        [tf.reduce_sum(images, axis=(1, 2, 3)).numpy() for images, _ in evaluation.dataset]
+    )
+    hard_sums = set(sums[hard].tolist())
+    assert not hard_sums & set(sums[~hard].tolist())  # each image told apart by its sum
+
+    pipeline = build_pipeline(table, settings, training=True, seed=3, image_size=24)
+    for images, labels in pipeline.dataset.take(6):
+        batch = tf.reduce_sum(images, axis=(1, 2, 3)).numpy()
+        is_hard = np.array([s in hard_sums for s in batch.tolist()])
+        assert labels.numpy().tolist().count(1) == 4
+        assert is_hard.sum() == 2 and not (is_hard & (labels.numpy() == 1)).any()
+
+    with pytest.raises(ValueError, match="hard_negative_share must be within"):
+        PipelineSettings(hard_negative_share=1.5)
+    none = image_table(rows, root, SPLIT, "train")
+    none = type(none)(**{**none.__dict__, "candidate_mm2": np.zeros(len(none), np.float32)})
+    with pytest.raises(ValueError, match="needs no_calcium images that show a calcium"):
+        build_pipeline(none, settings, training=True, seed=3)

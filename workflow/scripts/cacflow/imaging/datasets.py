@@ -16,6 +16,12 @@ Labels. Whole slices (original, segmented) take the calcium label of the user's 
 table; a tile is ``calcium`` when it shows pixels of a qualifying coronary lesion (the rule
 and its assumptions: ``cacflow.imaging.labels``).
 
+``candidate_mm2`` is the area of calcium candidates an image shows, whatever its label:
+HU >= 130 inside the heart mask, in components of at least 1 mm^2 (what the standard
+Agatston algorithm counts). On a ``no_calcium`` image it is calcium that is not coronary
+(aortic wall or valve, mitral annulus) or noise: the hard negatives of training
+(``cacflow.learning.inputs``).
+
 Geometry is recorded in the manifests as half-open boxes ``[row0, row1) x [col0, col1)`` in
 the pixel coordinates of the original slice (they may extend past its edges), so Grad-CAM
 and prediction can map an image back onto the slice: pixel (r, c) of the slice lies at
@@ -64,6 +70,7 @@ MANIFEST_COLUMNS = (
     "col1",
     "pixel_mm",
     "lesion_mask",
+    "candidate_mm2",
 )
 
 
@@ -161,6 +168,7 @@ def build_patient_datasets(
         candidates = heart_mask & (hu >= THRESHOLD_HU)
     has_candidates = candidates.any(axis=(1, 2))
     has_heart = heart_mask.any(axis=(1, 2))
+    bright = heart_mask & (hu >= THRESHOLD_HU)
 
     # Images go to a staging folder per dataset that replaces the patient's folder at the
     # end: one rename makes the folder atomic and leaves no image of an earlier run behind.
@@ -172,7 +180,16 @@ def build_patient_datasets(
         label = slice_labels[instance] if slice_labels is not None else UNLABELLED
         source, look = _tile_label_source(label, lesion_mask is not None, bool(has_candidates[k]))
         weights = lesion_weights(candidates[k], hu[k], pixel_area_mm2) if look else None
-        ct_slice = _Slice(instance, grey[k], heart_mask[k], _slice_columns(label), source, weights)
+        shown = lesion_weights(bright[k], hu[k], pixel_area_mm2) if bright[k].any() else None
+        ct_slice = _Slice(
+            instance,
+            grey[k],
+            heart_mask[k],
+            _slice_columns(label),
+            source,
+            weights,
+            None if shown is None else shown > 0,
+        )
         writer.write_original(ct_slice)
         box = heart_box(heart_mask[k], settings.grid) if has_heart[k] else None
         if box is None:
@@ -232,6 +249,7 @@ class _Slice:
     columns: tuple[str, str, str]  # label, cac_class, label_source of the whole slice
     tile_source: str  # label_source of its tiles
     weights: np.ndarray | None  # `lesion_weights` of the slice, None without a lesion
+    candidates: np.ndarray | None  # candidate pixels (see candidate_mm2), None without any
 
     @property
     def lesion_pixels(self) -> np.ndarray | None:
@@ -353,8 +371,18 @@ class _PatientWriter:
                 )
                 if label == CALCIUM
                 else "",
+                "candidate_mm2": _shown_area_mm2(ct_slice.candidates, box, self.pixel_mm**2),
             }
         )
+
+
+def _shown_area_mm2(
+    pixels: np.ndarray | None, box: tuple[int, int, int, int], pixel_area_mm2: float
+) -> str:
+    """The area of `pixels` (bool, the slice's) inside `box`, for a manifest."""
+    if pixels is None:
+        return "0"
+    return f"{np.count_nonzero(cut(pixels, box)) * pixel_area_mm2:.4g}"
 
 
 def _lesion_mask_file(

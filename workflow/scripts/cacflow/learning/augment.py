@@ -54,6 +54,7 @@ AUGMENTED_COLUMNS = (
     "pixel_mm",
     "lesion_mask",
     "lesion_area_mm2",
+    "candidate_mm2",  # of the source image (a transform moves candidates, rarely out of view)
     *PARAMS,
 )
 
@@ -254,5 +255,6 @@ def _augment_one(
         "pixel_mm": f"{pixel_mm / vector[2]:.5g}",
         "lesion_mask": mask_path,
         "lesion_area_mm2": f"{kept_mm2:.4g}",
+        "candidate_mm2": source.get("candidate_mm2", "0"),
         **{name: f"{value:.6g}" for name, value in zip(PARAMS, vector, strict=True)},
     }

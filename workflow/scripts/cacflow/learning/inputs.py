@@ -15,7 +15,12 @@ Design (tf.data performance guide; the 5x target of the input benchmark):
 - labels stay true on the fly as in the materialized augmentation: the source lesion pixels
   (kept per image as a ragged list of coordinates, decoded from ``lesion_mask``) are mapped
   with the same matrices and counted inside the frame;
-- grey values become float32 in [0, 1] and are repeated to the model's channels last.
+- grey values become float32 in [0, 1] and are repeated to the model's channels last;
+- balanced training batches can draw a share of their ``no_calcium`` half from the hard
+  negatives: images that show calcium that is not coronary (``candidate_mm2`` of the
+  manifest, `cacflow.imaging.datasets`). Aortic and valve calcium is in few tiles, so a
+  network that sees it rarely learns "bright spot = calcium", and the hybrid score then
+  keeps the calcium it should drop.
 
 Random draws are stateless, seeded per batch from ``tf.data.Dataset.random(seed)``, so a
 pipeline is reproducible under a seed even with parallel maps.
@@ -29,6 +34,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +48,7 @@ from cacflow.learning.augment import (
     params_from_uniform,
 )
 from cacflow.learning.splits import SPLITS, read_splits
+from cacflow.scoring.agatston import MIN_AREA_MM2
 from cacflow.tables import read_tsv
 
 CLASSES = ("no_calcium", "calcium")  # class index = position
@@ -70,6 +77,14 @@ class PipelineSettings:
     # natural share: 1-3 % of tiles show calcium, too few per batch to learn from in a
     # short run. Class weights then have nothing left to balance (`class_weights` all 1).
     balanced_batches: bool = False
+    # Of the no_calcium half of balanced batches, this share from the hard negatives.
+    hard_negative_share: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.hard_negative_share <= 1.0:
+            raise ValueError(
+                f"hard_negative_share must be within 0..1, got {self.hard_negative_share}"
+            )
 
     @classmethod
     def from_config(cls, config: Mapping) -> PipelineSettings:
@@ -85,6 +100,8 @@ class ImageTable:
     patients: tuple[str, ...]
     pixel_area_mm2: np.ndarray  # float32, area of one stored pixel
     lesion_masks: tuple[str, ...]  # "" where none
+    # Area of calcium candidates each image shows (manifest candidate_mm2); None: unknown.
+    candidate_mm2: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.files)
@@ -145,6 +162,9 @@ def image_table(
         patients=tuple(str(r["patient_id"]) for _, r in entries),
         pixel_area_mm2=np.array([float(r["pixel_mm"]) ** 2 for _, r in entries], np.float32),
         lesion_masks=tuple(joined(root, r.get("lesion_mask", "")) for root, r in entries),
+        candidate_mm2=np.array(
+            [float(r.get("candidate_mm2") or 0.0) for _, r in entries], dtype=np.float32
+        ),
     )
 
 
@@ -249,11 +269,10 @@ def build_pipeline(
     if balanced:
         # Each class cycles on its own: the few calcium images come round again and again,
         # the many others go by once per pass over them.
-        streams = [
-            decoded(np.flatnonzero(table.labels == k), seed + k).repeat()
-            for k in range(len(CLASSES))
-        ]
-        turns = tf.data.Dataset.range(len(CLASSES)).repeat()
+        groups, pattern = _balanced_turns(table, settings.hard_negative_share)
+        used = sorted(set(pattern.tolist()))
+        streams = [decoded(groups[k], seed + k).repeat() for k in used]
+        turns = tf.data.Dataset.from_tensor_slices(np.searchsorted(used, pattern)).repeat()
         ds = tf.data.Dataset.choose_from_datasets(streams, turns)
     else:
         ds = decoded(np.arange(len(table)), seed)
@@ -280,6 +299,38 @@ def build_pipeline(
         )
     ds = ds.prefetch(AUTOTUNE)
     return InputPipeline(ds, table, counts, weights)
+
+
+def hard_negatives(table: ImageTable) -> np.ndarray:
+    """Which images are hard negatives: no_calcium, showing a calcium candidate of at least
+    the Agatston minimum area."""
+    if table.candidate_mm2 is None:
+        return np.zeros(len(table), dtype=bool)
+    return (table.labels == CLASSES.index("no_calcium")) & (table.candidate_mm2 >= MIN_AREA_MM2)
+
+
+def _balanced_turns(table: ImageTable, share: float) -> tuple[list[np.ndarray], np.ndarray]:
+    """The image groups of balanced batches (calcium, other no_calcium, hard negatives) and
+    one period of the group each image comes from: calcium every other image, and of the
+    no_calcium turns exactly `share` (as a fraction of denominator <= 100) hard negatives."""
+    calcium = table.labels == CLASSES.index("calcium")
+    hard = hard_negatives(table)
+    if share > 0 and not hard.any():
+        raise ValueError(
+            f"hard_negative_share {share} needs no_calcium images that show a calcium "
+            f"candidate (manifest candidate_mm2 >= {MIN_AREA_MM2}); none among {len(table)}"
+        )
+    if share == 0:
+        hard[:] = False
+    groups = [np.flatnonzero(calcium), np.flatnonzero(~calcium & ~hard), np.flatnonzero(hard)]
+    if share < 1 and not len(groups[1]):
+        raise ValueError("every no_calcium image is a hard negative: set hard_negative_share 1")
+    fraction = Fraction(share).limit_denominator(100)
+    n, d = fraction.numerator, fraction.denominator
+    # Hard where the running count of hard turns, floor(j * share), steps up.
+    negative = [2 if (j + 1) * n // d > j * n // d else 1 for j in range(d)]
+    pattern = np.array([turn for group in negative for turn in (0, group)], dtype=np.int64)
+    return groups, pattern
 
 
 def _image_size(path: str) -> tuple[int, int]:

@@ -495,6 +495,7 @@ def take(table: ImageTable, index: np.ndarray) -> ImageTable:
         patients=tuple(table.patients[i] for i in index),
         pixel_area_mm2=table.pixel_area_mm2[index],
         lesion_masks=tuple(table.lesion_masks[i] for i in index),
+        candidate_mm2=None if table.candidate_mm2 is None else table.candidate_mm2[index],
     )
 
 
