@@ -162,13 +162,10 @@ def build_patient_datasets(
     pixel_mm = float(np.sqrt(pixel_area_mm2))  # the side of a (square) slice pixel
 
     grey = window_to_uint8(hu, settings.window_center_hu, settings.window_width_hu)
-    if lesion_mask is not None:
-        candidates = lesion_mask & (hu >= THRESHOLD_HU)
-    else:
-        candidates = heart_mask & (hu >= THRESHOLD_HU)
+    bright = heart_mask & (hu >= THRESHOLD_HU)
+    candidates = lesion_mask & (hu >= THRESHOLD_HU) if lesion_mask is not None else bright
     has_candidates = candidates.any(axis=(1, 2))
     has_heart = heart_mask.any(axis=(1, 2))
-    bright = heart_mask & (hu >= THRESHOLD_HU)
 
     # Images go to a staging folder per dataset that replaces the patient's folder at the
     # end: one rename makes the folder atomic and leaves no image of an earlier run behind.
