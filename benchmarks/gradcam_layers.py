@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
             for layer in layers_by_size(model, prep["image_size"]):
                 pointing = pointing_game(
                     model, predictions, manifest, root, prep["image_size"], prep["channels"],
-                    layer_name=layer, method=method,
+                    layer_name=layer, method=method, resize=prep["resize"],
                 )  # fmt: skip
                 row = pointing_row(
                     args.dataset, folder.name, layer, map_cells(model, layer), pointing,

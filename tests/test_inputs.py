@@ -19,6 +19,7 @@ from cacflow.learning.inputs import (
     hard_negatives,
     image_table,
     kept_lesion_area_mm2,
+    model_resize,
     warp_batch,
 )
 from cacflow.tables import read_tsv
@@ -228,3 +229,39 @@ def test_hard_negatives_take_their_share_of_the_no_calcium_turns(segmented):
     none = type(none)(**{**none.__dict__, "candidate_mm2": np.zeros(len(none), np.float32)})
     with pytest.raises(ValueError, match="needs no_calcium images that show a calcium"):
         build_pipeline(none, settings, training=True, seed=3)
+
+
+@pytest.mark.parametrize("method", ["area", "max"])
+def test_training_sees_images_resized_as_evaluation_does(segmented, method):
+    """On-the-fly augmentation works at the stored size and resizes afterwards: with no
+    transform drawn, a training image must be the evaluation image of the same file (up to
+    the cache's 8-bit rounding), so the network is judged on what it learned from."""
+    root, rows, _, _, _ = segmented
+    table = image_table(rows, root, SPLIT, "train")
+    settings = PipelineSettings(on_the_fly=True, batch_size=len(table), resize=method)
+    still = AugmentSettings(
+        rotation_deg=0, shear_deg=0, zoom=0, horizontal_flip=False, width_shift=0, height_shift=0
+    )
+    size = 24
+    train = build_pipeline(table, settings, True, 1, still, image_size=size)
+    evaluation = build_pipeline(table, settings, False, 1, image_size=size)
+    trained = next(iter(train.dataset))[0].numpy()
+    evaluated = np.concatenate([x.numpy() for x, _ in evaluation.dataset])
+    assert trained.shape == evaluated.shape == (len(table), size, size, 3)
+    for image in trained:
+        assert np.abs(evaluated - image).max(axis=(1, 2, 3)).min() <= 0.5 / 255 + 1e-6
+
+
+def test_max_resize_keeps_a_small_lesion_bright():
+    """Calcium of 3 x 3 stored pixels on a 299 px slice: averaging to 75 px dims it, the
+    max resize keeps its grey level."""
+    image = np.full((299, 299, 1), 60, np.uint8)
+    image[150:153, 100:103] = 250
+    area = model_resize(tf.constant(image), 75, "area").numpy()
+    brightest = model_resize(tf.constant(image), 75, "max").numpy()
+    assert brightest.shape == area.shape == (75, 75, 1)
+    assert brightest.max() == pytest.approx(250, abs=1)
+    assert area.max() < 200
+    assert np.median(brightest) == pytest.approx(60, abs=1)  # the background stays as it was
+    with pytest.raises(ValueError, match="resize must be one of"):
+        PipelineSettings(resize="bicubic")

@@ -251,6 +251,15 @@ def test_model_whose_input_does_not_match_its_preprocessing_is_unusable(model, c
     assert not (tmp_path / "out" / "prediction.json").exists()
 
 
+@pytest.mark.slow
+def test_model_with_an_unknown_resize_is_unusable(model, cohort, tmp_path):
+    variant = with_preprocessing(model, tmp_path / "m.keras", resize="bicubic")
+    study = cohort / "calcium" / "dicom" / CALCIUM_PID
+    with pytest.raises(UnusableModelError, match="resize 'bicubic' is not one of"):
+        predict_study(variant, study, tmp_path / "out")
+    assert not (tmp_path / "out" / "prediction.json").exists()
+
+
 # -- refusals -------------------------------------------------------------------------
 @pytest.mark.slow
 def test_study_with_a_non_dicom_file_is_refused(model, cohort, tmp_path):

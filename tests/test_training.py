@@ -295,6 +295,7 @@ def test_training_writes_a_model_that_loads_and_predicts(mini_datasets, training
         "image_size": 32,
         "channels": 3,
         "datasets": DATASETS_CONFIG,
+        "resize": "area",
         "cacflow_version": "0.1.0",
     }
     # Every validation image of SYN0001 is predicted (no test patients in this split table).

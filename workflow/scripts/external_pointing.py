@@ -38,6 +38,7 @@ for model_path, predictions_path in zip(
         threshold=snakemake.params.threshold,
         layer_name=layer,
         method=snakemake.params.method,
+        resize=prep["resize"],
     )
     cells = map_cells(model, layer)
     row = pointing_row(

@@ -31,6 +31,7 @@ for model_path, predictions in zip(
             seed=snakemake.params.seed,
             layer_name=gradcam_layer_name(model, snakemake.params.min_cells),
             method=snakemake.params.method,
+            resize=preprocessing["resize"],
         )
     )
 images, maps, labels, probabilities = (np.concatenate(arrays) for arrays in zip(*parts))

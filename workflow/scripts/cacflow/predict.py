@@ -98,7 +98,9 @@ def classify(model, files: Sequence[str], prep: Mapping, batch_size: int = 32) -
         pixel_area_mm2=np.ones(n, dtype=np.float32),
         lesion_masks=("",) * n,
     )
-    settings = PipelineSettings(batch_size=batch_size, channels=prep["channels"], cache=False)
+    settings = PipelineSettings(
+        batch_size=batch_size, channels=prep["channels"], cache=False, resize=prep["resize"]
+    )
     pipeline = build_pipeline(
         table, settings, training=False, seed=0, image_size=prep["image_size"]
     )

@@ -32,6 +32,7 @@ from numpy.typing import ArrayLike
 from PIL import Image
 from scipy import ndimage
 
+from cacflow.learning.inputs import model_resize
 from cacflow.reporting.metrics import KINDS, outcome_kinds
 
 POOL_LAYER = "pool"
@@ -170,13 +171,14 @@ def select_examples(
     return chosen
 
 
-def model_images(paths: list[Path], image_size: int, channels: int) -> np.ndarray:
-    """PNG images as the model sees them: area-resized to `image_size`, in [0, 1], repeated
-    to `channels`; (n, image_size, image_size, channels) float32."""
+def model_images(
+    paths: list[Path], image_size: int, channels: int, resize: str = "area"
+) -> np.ndarray:
+    """PNG images as the model sees them: resized to `image_size` (`model_resize`), in
+    [0, 1], repeated to `channels`; (n, image_size, image_size, channels) float32."""
     images = []
     for path in paths:
-        grey = tf.io.decode_png(tf.io.read_file(str(path)), 1)
-        grey = tf.image.resize(grey, (image_size, image_size), method="area", antialias=True)
+        grey = model_resize(tf.io.decode_png(tf.io.read_file(str(path)), 1), image_size, resize)
         images.append(np.repeat(grey.numpy() / 255.0, channels, axis=-1))
     if not images:
         return np.zeros((0, image_size, image_size, channels), np.float32)
@@ -193,6 +195,7 @@ def test_examples(
     seed: int = 0,
     layer_name: str | None = None,
     method: str = "gradcam",
+    resize: str = "area",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Grad-CAM (of `layer_name`) of up to `per_kind` test images of each outcome (TP, FP,
     FN, TN), from the rows of a training job's predictions.tsv: (images, maps, labels,
@@ -203,7 +206,7 @@ def test_examples(
     chosen = np.concatenate(list(select_examples(labels, probabilities, per_kind, seed).values()))
     chosen = chosen.astype(int)
     images = model_images(
-        [Path(dataset_root) / test[i]["path"] for i in chosen], image_size, channels
+        [Path(dataset_root) / test[i]["path"] for i in chosen], image_size, channels, resize
     )
     if not len(images):
         empty = np.zeros((0, image_size, image_size), np.float32)
@@ -254,6 +257,7 @@ def pointing_game(
     radius_mm: float = POINTING_RADIUS_MM,
     layer_name: str | None = None,
     method: str = "gradcam",
+    resize: str = "area",
 ) -> Pointing:
     """`heat_near_lesions` of the Grad-CAM maps (of `layer_name`) of the true-positive
     calcium images of `predictions` (rows of predictions.tsv, one split) that have a lesion
@@ -267,7 +271,7 @@ def pointing_game(
     if not hits:
         return Pointing(np.zeros(0), np.zeros(0))
     root = Path(dataset_root)
-    images = model_images([root / r["path"] for r in hits], image_size, channels)
+    images = model_images([root / r["path"] for r in hits], image_size, channels, resize)
     lesions = [np.asarray(Image.open(root / masks[r["path"]]["lesion_mask"])) > 127 for r in hits]
     pixel_mm = [float(masks[r["path"]]["pixel_mm"]) for r in hits]
     cams = grad_cam(model, images, layer_name=layer_name, method=method)

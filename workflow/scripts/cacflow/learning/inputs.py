@@ -47,6 +47,7 @@ from cacflow.learning.augment import (
     forward_matrices,
     params_from_uniform,
 )
+from cacflow.learning.model_file import RESIZE_METHODS
 from cacflow.learning.splits import SPLITS, read_splits
 from cacflow.scoring.agatston import MIN_AREA_MM2
 from cacflow.tables import read_tsv
@@ -79,8 +80,11 @@ class PipelineSettings:
     balanced_batches: bool = False
     # Of the no_calcium half of balanced batches, this share from the hard negatives.
     hard_negative_share: float = 0.0
+    resize: str = "area"  # how images shrink to the model's size (`model_resize`)
 
     def __post_init__(self) -> None:
+        if self.resize not in RESIZE_METHODS:
+            raise ValueError(f"resize must be one of {RESIZE_METHODS}, got {self.resize!r}")
         if not 0.0 <= self.hard_negative_share <= 1.0:
             raise ValueError(
                 f"hard_negative_share must be within 0..1, got {self.hard_negative_share}"
@@ -226,7 +230,7 @@ def build_pipeline(
         image = tf.io.decode_png(tf.io.read_file(path), channels=1)
         image = tf.ensure_shape(image, (height, width, 1))
         if resize_early:
-            image = _resized_uint8(image, image_size)
+            image = _resized_uint8(image, image_size, settings.resize)
         if not on_the_fly:
             return image, label
         points = tf.cond(
@@ -288,7 +292,10 @@ def build_pipeline(
         )
         if resize_late:
             ds = ds.map(
-                lambda images, labels: (tf.image.resize(images, (image_size, image_size)), labels),
+                lambda images, labels: (
+                    model_resize(images, image_size, settings.resize),
+                    labels,
+                ),
                 num_parallel_calls=AUTOTUNE,
             )
     else:
@@ -339,9 +346,27 @@ def _image_size(path: str) -> tuple[int, int]:
     return int(image.shape[0]), int(image.shape[1])
 
 
-def _resized_uint8(image: tf.Tensor, size: int) -> tf.Tensor:
-    """Area-averaged (antialiased) resize of one uint8 image, kept uint8 for the cache."""
-    resized = tf.image.resize(image, (size, size), method="area", antialias=True)
+def model_resize(images: tf.Tensor, size: int, method: str = "area") -> tf.Tensor:
+    """Images (height, width, c) or (batch, height, width, c) of a static size, resized to
+    size x size as float32, the same way for training, evaluation and prediction.
+
+    "area" averages the pixels each output pixel covers. "max" keeps the brightest of each
+    block of the nearest whole factor (4 x 4 from 299 to 75 px, after a resize to 300 that
+    moves nothing by more than a pixel): calcium of two or three stored pixels (on a whole
+    slice) keeps its grey level, where averaging spreads it into the noise."""
+    images = tf.cast(images, tf.float32)
+    factor = round(int(images.shape[-3]) / size)
+    if method != "max" or factor < 2:
+        return tf.image.resize(images, (size, size), method="area")
+    batch = images if images.shape.rank == 4 else images[None]
+    batch = tf.image.resize(batch, (size * factor, size * factor), method="area")
+    pooled = tf.nn.max_pool2d(batch, factor, factor, "VALID")
+    return pooled if images.shape.rank == 4 else pooled[0]
+
+
+def _resized_uint8(image: tf.Tensor, size: int, method: str) -> tf.Tensor:
+    """`model_resize` of one uint8 image, kept uint8 for the cache."""
+    resized = model_resize(image, size, method)
     return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
 
 

@@ -16,6 +16,7 @@ from cacflow import __version__
 from cacflow.imaging.datasets import DATASETS, DatasetSettings
 
 PREPROCESSING_ENTRY = "cacflow.json"  # inside model.keras (a zip archive)
+RESIZE_METHODS = ("area", "max")  # `cacflow.learning.inputs.model_resize`
 
 
 class UnusableModelError(ValueError):
@@ -32,6 +33,7 @@ class Preprocessing:
     image_size: int
     channels: int
     datasets: Mapping  # the ``datasets:`` config: window, sizes, grid
+    resize: str = "area"  # one of RESIZE_METHODS
     cacflow_version: str = __version__
 
 
@@ -50,11 +52,13 @@ def read_preprocessing(path: Path) -> dict:
     """The preprocessing a cacflow ``model.keras`` expects (`Preprocessing` as a dict)."""
     try:
         with zipfile.ZipFile(path) as archive:
-            return json.loads(archive.read(PREPROCESSING_ENTRY))
+            prep = json.loads(archive.read(PREPROCESSING_ENTRY))
     except (KeyError, zipfile.BadZipFile, FileNotFoundError) as error:
         raise UnusableModelError(
             f"{path}: not a model written by cacflow's training (no {PREPROCESSING_ENTRY})"
         ) from error
+    prep.setdefault("resize", "area")  # models written before the setting
+    return prep
 
 
 def model_preprocessing(model_path: Path) -> dict:
@@ -76,6 +80,8 @@ def model_preprocessing(model_path: Path) -> dict:
             problems.append(f"{key} {prep.get(key)!r} is not a positive integer")
     if not isinstance(prep.get("datasets"), Mapping):
         problems.append("no datasets settings (window, sizes, grid)")
+    if prep["resize"] not in RESIZE_METHODS:
+        problems.append(f"resize {prep['resize']!r} is not one of {list(RESIZE_METHODS)}")
     if problems:
         raise UnusableModelError(f"{model_path}: cacflow.json: {'; '.join(problems)}")
     return prep

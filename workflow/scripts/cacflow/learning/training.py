@@ -258,6 +258,7 @@ def train_classifier(
         image_size=size,
         channels=pipeline_settings.channels,
         datasets=dict(datasets_config),
+        resize=pipeline_settings.resize,
     )
     save_model(model, out_dir / "model.keras", preprocessing)
     shutil.rmtree(backup_dir, ignore_errors=True)
