@@ -12,8 +12,8 @@ The same code as the workflow, in the same order:
    wins over any config: a model cannot be paired with images made otherwise, and a
    ``.keras`` without ``cacflow.json`` is refused (`UnusableModelError`);
 3. the classifier on every image of the model's dataset, batched, through the training input
-   pipeline (`cacflow.learning.inputs.build_pipeline`: PNG grey levels, area resize to the model's
-   input, / 255, repeated to its channels);
+   pipeline (`cacflow.learning.inputs.build_pipeline`: PNG grey levels, resized to the model's
+   input as stored in the model (`model_resize`), / 255, repeated to its channels);
 4. the hybrid score (`cacflow.scoring.scoring.hybrid_scores`: the classical lesions shown by an image
    the model calls calcium, P >= threshold).
 
