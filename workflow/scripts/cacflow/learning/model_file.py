@@ -57,7 +57,8 @@ def read_preprocessing(path: Path) -> dict:
         raise UnusableModelError(
             f"{path}: not a model written by cacflow's training (no {PREPROCESSING_ENTRY})"
         ) from error
-    prep.setdefault("resize", "area")  # models written before the setting
+    if isinstance(prep, dict):
+        prep.setdefault("resize", "area")  # models written before the setting
     return prep
 
 
