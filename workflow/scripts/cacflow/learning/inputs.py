@@ -17,8 +17,8 @@ Design (tf.data performance guide; the 5x target of the input benchmark):
   with the same matrices and counted inside the frame;
 - grey values become float32 in [0, 1] and are repeated to the model's channels last;
 - balanced training batches can draw a share of their ``no_calcium`` half from the hard
-  negatives: images that show calcium that is not coronary (``candidate_mm2`` of the
-  manifest, `cacflow.imaging.datasets`). Aortic and valve calcium is in few tiles, so a
+  negatives: images that show calcium that is not coronary, or noise (``candidate_mm2`` of
+  the manifest, `cacflow.imaging.datasets`). Aortic and valve calcium is in few tiles, so a
   network that sees it rarely learns "bright spot = calcium", and the hybrid score then
   keeps the calcium it should drop.
 
