@@ -62,9 +62,12 @@ def main(argv: list[str] | None = None) -> None:
         "|---|---:|---:|---:|---:|",
     ]  # fmt: skip
     for name in ("train", "validation", "test"):
-        n = {key: counts[(name, *key)] for key in ((h, s) for h in (0, 1) for s in (0, 1))}
-        total, hard = sum(n.values()), n[(1, 0)] + n[(1, 1)]
-        lines.append(f"| {name} | {total} | {hard} | {n[(1, 1)]} | {n[(0, 1)]} |")
+        total = sum(n for (where, _, _), n in counts.items() if where == name)
+        hard, hard_shown = counts[(name, True, False)], counts[(name, True, True)]
+        lines.append(
+            f"| {name} | {total} | {hard + hard_shown} | {hard_shown} "
+            f"| {counts[(name, False, True)]} |"
+        )
     table = "\n".join(lines)
     print(table)
     if args.record:
