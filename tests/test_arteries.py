@@ -1,9 +1,10 @@
-"""Per-artery scores: a lesion's artery from its place round the heart's long axis."""
+"""Per-artery scores: a lesion's artery from its place round the heart's long axis, and the
+LAD/LCX boundary from the LAD's course."""
 
 import numpy as np
 import pytest
 
-from cacflow.scoring.arteries import artery_at, heart_axes, score_by_artery
+from cacflow.scoring.arteries import heart_axes, lesion_arteries, score_by_artery
 
 PIXEL_MM, SLICE_MM = (1.5, 1.5), 3.0
 CENTRE = np.array([90.0, 90.0, -60.0])  # mm: x left, y posterior, z superior
@@ -33,6 +34,11 @@ def on_surface(t_mm: float, angle_deg: float) -> tuple[float, float, float]:
     return -p[2] / SLICE_MM, p[1] / PIXEL_MM[0], p[0] / PIXEL_MM[1]
 
 
+def artery_at(axes, k, r, c) -> str:
+    """The artery of a patient's only lesion."""
+    return lesion_arteries(axes, [(k, r, c)], [10.0], PIXEL_MM, SLICE_MM)[0]
+
+
 def test_the_mask_gives_the_long_axis_and_the_grooves_their_arteries():
     mask = heart_mask()
     axes = heart_axes(mask, PIXEL_MM, SLICE_MM)
@@ -49,7 +55,7 @@ def test_the_mask_gives_the_long_axis_and_the_grooves_their_arteries():
     }
     for (t_mm, angle), artery in expected.items():
         where = on_surface(t_mm, angle)
-        assert artery_at(axes, *where, PIXEL_MM, SLICE_MM) == artery, (t_mm, angle)
+        assert artery_at(axes, *where) == artery, (t_mm, angle)
 
 
 def test_scores_add_up_by_artery_and_an_empty_mask_has_no_axes():
@@ -74,6 +80,32 @@ def test_a_series_flipped_left_right_keeps_its_arteries_by_its_orientation():
     wrong = 0
     for t_mm, angle, artery in ((20.0, 350.0, "LAD"), (-30.0, 60.0, "RCA"), (-30.0, 250.0, "LCX")):
         k, r, c = on_surface(t_mm, angle)
-        assert artery_at(axes, k, r, n_cols - 1 - c, PIXEL_MM, SLICE_MM) == artery
-        wrong += artery_at(assumed, k, r, n_cols - 1 - c, PIXEL_MM, SLICE_MM) != artery
+        assert artery_at(axes, k, r, n_cols - 1 - c) == artery
+        wrong += artery_at(assumed, k, r, n_cols - 1 - c) != artery
     assert wrong >= 2  # RCA and LCX swap sides in a mirrored heart
+
+
+def test_the_lad_s_course_sets_where_the_lcx_begins():
+    # At the AV groove (30 mm above the centre) beside the bifurcation: plaques at 333, 340
+    # and 349 deg and one at 300 deg. The fixed boundary (335 deg) calls the first LCX.
+    axes = heart_axes(heart_mask(), PIXEL_MM, SLICE_MM)
+    groove = [on_surface(-30.0, angle) for angle in (333.0, 340.0, 349.0, 300.0)]
+    scores = [20.0] * 6
+    alone = lesion_arteries(axes, groove, scores[:4], PIXEL_MM, SLICE_MM)
+    assert alone == ["LCX", "LAD", "LAD", "LCX"]
+    # The LAD's calcium further down its groove at 350 and 356 deg: the boundary is 6 deg
+    # behind their mean, 347 deg, so the plaque at 340 deg is the LCX's.
+    course = [on_surface(t_mm, angle) for t_mm, angle in ((0.0, 350.0), (20.0, 356.0))]
+    arteries = lesion_arteries(axes, groove + course, scores, PIXEL_MM, SLICE_MM)
+    assert arteries == ["LCX", "LCX", "LAD", "LCX", "LAD", "LAD"]
+    # An LAD running further back, at 336 and 338 deg: the boundary moves back to 331 deg,
+    # and the plaque at 333 deg lies on the LAD.
+    course = [on_surface(t_mm, angle) for t_mm, angle in ((0.0, 336.0), (20.0, 338.0))]
+    arteries = lesion_arteries(axes, groove + course, scores, PIXEL_MM, SLICE_MM)
+    assert arteries == ["LAD", "LAD", "LAD", "LCX", "LAD", "LAD"]
+    # Lesions less than 10 mm below the highest left-sided one do not mark the course, and
+    # the RCA's take no part: the fixed sectors hold.
+    near = [on_surface(-24.0, 356.0), on_surface(10.0, 60.0)]
+    arteries = lesion_arteries(axes, groove + near, scores, PIXEL_MM, SLICE_MM)
+    assert arteries == ["LCX", "LAD", "LAD", "LCX", "LAD", "RCA"]
+    assert lesion_arteries(axes, [], [], PIXEL_MM, SLICE_MM) == []

@@ -6,8 +6,16 @@ interventricular groove, the LCX round the left atrioventricular groove, the RCA
 right one to the crux and on down the posterior interventricular groove (right dominance,
 most people). So a lesion's angle round the heart's long axis says its artery. The axis is
 the heart mask's principal axis (apex inferior); the angle is measured from anterior
-towards the patient's right. Lesions near the left main's bifurcation, where the proximal
-LAD and LCX lie side by side, are the ones this gets wrong.
+towards the patient's right.
+
+Near the left main's bifurcation the proximal LAD and LCX lie side by side, and where the
+bifurcation lies round the groove differs from patient to patient by more than the two
+arteries' distance there. So the LAD/LCX boundary is set per patient where the LAD shows
+its course: the LAD runs from the bifurcation down its groove at a nearly constant angle,
+while the LCX leaves it backwards, round the AV groove, at the groove's height. Lesions of
+the LAD's sector lying well below the patient's highest left-sided lesion (towards the
+apex) mark that course; left-sided lesions behind it are the LCX's, the others the LAD's
+(left main and proximal LAD). A patient without such lesions keeps the fixed boundary.
 
 Positions are in the patient's axes (x left, y posterior, z superior), from the series'
 ImageOrientationPatient: a series whose rows or columns run the other way (a flipped
@@ -17,7 +25,7 @@ export) gets the same arteries. Slices run superior to inferior, as
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +40,11 @@ ARTERY_COLUMNS = tuple(f"agatston_{artery.lower()}" for artery in ARTERIES)  # s
 # side, the LAD over the front.
 _SECTORS_DEG = ((10.0, "RCA"), (215.0, "LCX"), (335.0, "LAD"))
 _MASK_STRIDE = 4  # in-plane subsampling of the mask for its axes
+# The LAD's course (chosen on development seeds, docs/agatston.md): lesions of its sector at
+# least this far below the highest left-sided lesion, along the long axis; the LCX's lesions
+# lie behind their score-weighted mean angle by more than the margin.
+_BELOW_GROOVE_MM = 10.0
+_LAD_COURSE_MARGIN_DEG = 6.0
 
 
 @dataclass(frozen=True)
@@ -88,25 +101,48 @@ def heart_axes(
     return HeartAxes(centre, long_axis, anterior, np.cross(long_axis, anterior), tuple(orientation))
 
 
-def artery_at(
-    axes: HeartAxes,
-    slice_index: float,
-    row: float,
-    col: float,
-    pixel_spacing_mm: tuple[float, float],
-    slice_spacing_mm: float,
-) -> str:
-    """The artery whose sector round the long axis holds the point (slice, row, col)."""
-    offset = (
-        _position_mm(slice_index, row, col, pixel_spacing_mm, slice_spacing_mm, axes.orientation)
-        - axes.centre
-    )
-    angle = float(np.degrees(np.arctan2(offset @ axes.right, offset @ axes.anterior)) % 360.0)
+def _sector(angle_deg: float) -> str:
+    """The artery of the fixed sector holding an angle."""
     artery = _SECTORS_DEG[-1][1]  # the LAD's sector wraps round 0
     for start, name in _SECTORS_DEG:
-        if angle >= start:
+        if angle_deg >= start:
             artery = name
     return artery
+
+
+def lesion_arteries(
+    axes: HeartAxes,
+    positions: Sequence[tuple[float, float, float]],
+    scores: Sequence[float],
+    pixel_spacing_mm: tuple[float, float],
+    slice_spacing_mm: float,
+) -> list[str]:
+    """The artery of each of one patient's lesions, at `positions` (slice, row, col) with
+    Agatston `scores` (the weights of the LAD's course), as the module docstring says."""
+    if not len(positions):
+        return []
+    k, row, col = np.asarray(positions, dtype=float).T
+    offset = (
+        _position_mm(k, row, col, pixel_spacing_mm, slice_spacing_mm, axes.orientation)
+        - axes.centre
+    )
+    angle = np.degrees(np.arctan2(offset @ axes.right, offset @ axes.anterior)) % 360.0
+    toward_apex_mm = offset @ axes.long_axis
+    arteries = [_sector(float(a)) for a in angle]
+    left = np.array([artery != "RCA" for artery in arteries])
+    lcx_start, lad_start = _SECTORS_DEG[1][0], _SECTORS_DEG[2][0]
+    unwrapped = np.where(angle < lcx_start, angle + 360.0, angle)  # left side: 215-370 deg
+    course = (
+        left
+        & (unwrapped >= lad_start)
+        & (toward_apex_mm >= toward_apex_mm[left].min(initial=np.inf) + _BELOW_GROOVE_MM)
+    )
+    if course.any():
+        weights = np.asarray(scores, dtype=float)[course]
+        boundary = np.average(unwrapped[course], weights=weights) - _LAD_COURSE_MARGIN_DEG
+        for i in np.flatnonzero(left):
+            arteries[i] = "LCX" if unwrapped[i] < boundary else "LAD"
+    return arteries
 
 
 def score_by_artery(lesions: Iterable[Mapping]) -> dict[str, float]:

@@ -98,8 +98,8 @@ from cacflow.scoring.agatston import (
 from cacflow.scoring.arteries import (
     ARTERIES,
     ARTERY_COLUMNS,
-    artery_at,
     heart_axes,
+    lesion_arteries,
     score_by_artery,
 )
 from cacflow.tables import read_tsv
@@ -548,7 +548,7 @@ def classical_score(
     axes = None
     if by_slice:
         axes = heart_axes(heart_mask, pixel_spacing_mm, slice_spacing_mm, volume.orientation)
-    rows = []
+    rows, positions = [], []
     for k, lesions in sorted(by_slice.items()):
         pixels = _lesion_pixels(hu[k], region[k], pixel_area_mm2)
         if [len(p[0]) for p in pixels] != [lesion.n_pixels for lesion in lesions]:
@@ -574,16 +574,15 @@ def classical_score(
                     "score": round(lesion.score, 4),
                     "volume_mm3": round(lesion.area_mm2 * float(slice_spacing_mm), 4),
                     "tiles": ",".join(map(str, shown)),
-                    "artery": artery_at(
-                        axes,
-                        k,
-                        lesion.centroid_row,
-                        lesion.centroid_col,
-                        pixel_spacing_mm,
-                        slice_spacing_mm,
-                    ),
                 }
             )
+            positions.append((k, lesion.centroid_row, lesion.centroid_col))
+    if rows:
+        arteries = lesion_arteries(
+            axes, positions, [r["score"] for r in rows], pixel_spacing_mm, slice_spacing_mm
+        )
+        for lesion_row, artery in zip(rows, arteries, strict=True):
+            lesion_row["artery"] = artery
     row = patient_row(patient_id, CLASSICAL, result.total, result.volume_mm3, rows)
     candidates = candidate_lesions(hu, heart_mask, found, pixel_spacing_mm, slice_spacing_mm)
     return PatientScore(row, rows, candidates, found)
