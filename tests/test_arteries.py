@@ -98,6 +98,8 @@ def test_the_lad_s_course_sets_where_the_lcx_begins():
     course = [on_surface(t_mm, angle) for t_mm, angle in ((0.0, 350.0), (20.0, 356.0))]
     arteries = lesion_arteries(axes, groove + course, scores, PIXEL_MM, SLICE_MM)
     assert arteries == ["LCX", "LCX", "LAD", "LCX", "LAD", "LAD"]
+    fixed = lesion_arteries(axes, groove + course, scores, PIXEL_MM, SLICE_MM, lad_course=False)
+    assert fixed == alone + ["LAD", "LAD"]
     # An LAD running further back, at 336 and 338 deg: the boundary moves back to 331 deg,
     # and the plaque at 333 deg lies on the LAD.
     course = [on_surface(t_mm, angle) for t_mm, angle in ((0.0, 336.0), (20.0, 338.0))]

@@ -116,9 +116,11 @@ def lesion_arteries(
     scores: Sequence[float],
     pixel_spacing_mm: tuple[float, float],
     slice_spacing_mm: float,
+    lad_course: bool = True,
 ) -> list[str]:
     """The artery of each of one patient's lesions, at `positions` (slice, row, col) with
-    Agatston `scores` (the weights of the LAD's course), as the module docstring says."""
+    Agatston `scores` (the weights of the LAD's course), as the module docstring says;
+    `lad_course=False`: by the fixed sectors alone."""
     if not len(positions):
         return []
     k, row, col = np.asarray(positions, dtype=float).T
@@ -133,7 +135,8 @@ def lesion_arteries(
     lcx_start, lad_start = _SECTORS_DEG[1][0], _SECTORS_DEG[2][0]
     unwrapped = np.where(angle < lcx_start, angle + 360.0, angle)  # left side: 215-370 deg
     course = (
-        left
+        lad_course
+        & left
         & (unwrapped >= lad_start)
         & (toward_apex_mm >= toward_apex_mm[left].min(initial=np.inf) + _BELOW_GROOVE_MM)
     )
