@@ -432,21 +432,21 @@ def test_calcium_on_bone_reaching_out_of_the_mask_is_not_coronary():
     assert standard.row["agatston"] == pytest.approx(2.0 * 4 + 3 * 20.0 * 4)
 
 
-def aorta_patient(tube_slices=range(8), embed="", spacing=SPACING):
-    """Mediastinal fat (-100 HU; 100 x 100 mm, 8 slices of 3 mm) with a vertical tube of
-    blood (40 HU, 15 mm radius, centre 35 mm down and 50 mm across) on `tube_slices` and a
-    heart (40 HU, 55-95 mm down) on slices 5-7. On slice 2, `embed` "all" puts the heart's
+def aorta_patient(tube_slices=range(8), embed="", spacing=SPACING, n_slices=8):
+    """Mediastinal fat (-100 HU; 100 x 100 mm, `n_slices` slices of 3 mm) with a vertical
+    tube of blood (40 HU, 15 mm radius, centre 35 mm down and 50 mm across) on `tube_slices`
+    and a heart (40 HU, 55-95 mm down) from slice 5 on. On slice 2, `embed` "all" puts the heart's
     tissue all round the tube (the root among the chambers), "half" on its right half. The
     heart mask holds the tube and the heart. Returns hu, mask and each pixel's (distance
     from the tube's axis, angle in degrees: 0 right, 90 down) in mm."""
     rows, cols = (round(100 / s) for s in spacing)
     y, x = np.mgrid[:rows, :cols] * np.array(spacing)[:, None, None]
     radius, angle = np.hypot(y - 35, x - 50), np.degrees(np.arctan2(y - 35, x - 50))
-    hu = np.full((8, rows, cols), -100, dtype=np.int16)
+    hu = np.full((n_slices, rows, cols), -100, dtype=np.int16)
     mask = np.zeros(hu.shape, dtype=bool)
     heart = (y >= 55) & (y < 95) & (x >= 10) & (x < 90)
     around = {"all": (y >= 15) & (y < 95) & (x >= 10) & (x < 90), "half": (x >= 50) & (y < 95)}
-    for k in range(8):
+    for k in range(n_slices):
         tissue = heart if k >= 5 else np.zeros_like(heart)
         if k == 2 and embed:
             tissue = tissue | around[embed]
@@ -511,6 +511,25 @@ def test_calcium_on_the_wall_of_the_aorta_is_not_coronary():
     hu, mask, polar = aorta_patient()
     wall_calcium(hu, polar, 0, 180)
     hu[6, 110:114, 60:64] = 600  # heart surface, 55 mm down
+    assert not aortic(hu, mask).any()
+
+
+def test_calcium_high_on_an_embedded_aorta_is_aortic_but_not_at_the_ostia():
+    # Tissue on the tube's right half on the plaque's slice (slice 2): fat meets about half
+    # of its edge, too little for the first test. The tube runs on for 13 slices (39 mm)
+    # below: the plaque lies more than 21 mm above where the tube ends, above any coronary
+    # ostium, and is dropped.
+    hu, mask, polar = aorta_patient(tube_slices=range(16), embed="half", n_slices=16)
+    plaque = wall_calcium(hu, polar, 2, 180)
+    assert np.array_equal(aortic(hu, mask), plaque)
+    # The tube ending 5 slices (15 mm) below the plaque, as the aortic root ends at the valve
+    # with the ostia in its sinuses: kept, and so is the plaque when the scan ends less than
+    # 21 mm below it.
+    hu, mask, polar = aorta_patient(tube_slices=range(8), embed="half", n_slices=16)
+    wall_calcium(hu, polar, 2, 180)
+    assert not aortic(hu, mask).any()
+    hu, mask, polar = aorta_patient(embed="half", n_slices=8)
+    wall_calcium(hu, polar, 2, 180)
     assert not aortic(hu, mask).any()
 
 

@@ -34,17 +34,21 @@ lesion is dropped by the first that applies:
    tried round it, each the largest free of fat (or lung, below -30 HU after 1.5 mm
    smoothing) about its centre, with the lesion's outermost pixel on its edge (4 mm inside
    to 3 mm outside it: a plaque or an arc of calcium in the wall); the one whose edge
-   faces fat the most must do so over at least this share of its circumference. Then a
-   disc of about the same size must be found on every slice above, to the first slice of
-   the scan: per 3 mm of slice spacing its centre moves at most 4 mm and its radius 3 mm
-   (at least 1 mm a slice; at most 6 mm from the lesion slice's radius in all), with fat
-   over at least 30 % of its edge. A coronary artery never runs up to the top of a cardiac
-   scan; the aorta does. The coronary ostia sit in the sinuses of Valsalva, where the root
-   is embedded among the atria and the right ventricular outflow and fat meets little of
-   its edge (0.4-0.58 on the synthetic cohorts, against 0.5-0.8 for wall plaques higher
-   up), so ostial and proximal coronary calcium is kept; plaques on the root's wall at
-   that level are kept with it, and so is a lesion on the scan's first slice (no slice
-   above to show a tube).
+   faces fat the most must do so over at least this share of its circumference, or the
+   tube must run on below the lesion for at least 21 mm. Then a disc of about the same size
+   must be found on every slice above, to the first slice of the scan: per 3 mm of slice
+   spacing its centre moves at most 4 mm and its radius 3 mm (at least 1 mm a slice; at
+   most 6 mm from the lesion slice's radius in all), with fat over at least 30 % of its
+   edge (the trace below follows the same steps). A coronary artery never runs up to the
+   top of a cardiac scan; the aorta does. The coronary ostia sit in the sinuses of
+   Valsalva, at most about 2 cm above the aortic valve, where the root is embedded among
+   the atria and the right ventricular outflow and fat meets little of its edge (0.4-0.58
+   on the synthetic cohorts, against 0.5-0.8 for wall plaques higher up), and where the
+   tube ends in the heart. So ostial and proximal coronary calcium is kept; plaques on the
+   root's wall at that level are kept with it, and so is a lesion on the scan's first
+   slice (no slice above to show a tube). Higher up, a wall plaque on an aorta flanked by
+   the pulmonary artery and the superior vena cava (fat on less of its edge) is dropped
+   by the tube running on below it, as is one on the descending aorta.
 5. pixels (``min_lesion_pixels``, off by default): the lesion has fewer pixels than this, as
    well as the standard 1 mm^2. Software differs here (2-4 pixels; van Ooijen et al., Eur
    Radiol 2005, 15:102-110, measured the effect): at 0.7-0.8 mm pixels 1 mm^2 is 2 pixels,
@@ -160,6 +164,9 @@ _AORTA_SHIFT_MM_PER_3MM = 4.0
 _AORTA_RADIUS_CHANGE_MM = 3.0  # per 3 mm of slice spacing (at least 1 mm a slice)
 _AORTA_RADIUS_DRIFT_MM = 6.0  # from the radius on the lesion's slice, over the whole trace
 _AORTA_TRACE_FAT_SHARE = 0.3
+# The coronary ostia lie at most about 2 cm above the aortic valve, where the tube ends in the
+# heart: a wall lesion on a tube that runs on at least this far below it is above them.
+_AORTA_BELOW_OSTIA_MM = 21.0
 _EDGE_ANGLES = np.linspace(0.0, 2.0 * np.pi, 72, endpoint=False)
 _EDGE_OUTSIDE_MM = 1.5  # the edge is sampled this far outside the disc
 
@@ -462,6 +469,33 @@ def _vessel_disc(
     return centre, float(radius[best]), float(share[best])
 
 
+def _traced_slices(
+    fat: _FatMaps,
+    k: int,
+    disc: tuple[np.ndarray, float],
+    step: int,
+    slice_spacing_mm: float,
+    limit: int,
+) -> int:
+    """How many slices (up to `limit`) the tube of `disc` (centre, radius on slice `k`) runs
+    on, slice by slice in the direction `step` (-1 up, +1 down), as rule 4 traces it."""
+    centre, radius = disc
+    at_lesion = radius
+    per_3mm = float(slice_spacing_mm) / 3.0
+    shift = _AORTA_SHIFT_MM_PER_3MM * per_3mm
+    change = max(_AORTA_RADIUS_CHANGE_MM * per_3mm, 1.0)
+    for n in range(limit):
+        sizes = (
+            max(_AORTA_RADIUS_MM[0], radius - change, at_lesion - _AORTA_RADIUS_DRIFT_MM),
+            min(_AORTA_RADIUS_MM[1], radius + change, at_lesion + _AORTA_RADIUS_DRIFT_MM),
+        )
+        found = _vessel_disc(fat, k + step * (n + 1), centre, shift, sizes)
+        if found is None or found[2] < _AORTA_TRACE_FAT_SHARE:
+            return n
+        centre, radius, _ = found
+    return limit
+
+
 def on_aortic_wall(
     fat: _FatMaps,
     k: int,
@@ -470,31 +504,24 @@ def on_aortic_wall(
     min_fat_share: float,
 ) -> bool:
     """Whether a lesion of slice `k` (its pixels' rows and cols) lies on the wall of a
-    round tube that runs free in fat there and up to the scan's first slice (rule 4 of the
-    module docstring). A lesion on the first slice has no slice above to show a tube and
-    is kept."""
+    round tube that runs up to the scan's first slice, free in fat on the lesion's slice or
+    running on below it past the coronary ostia (rule 4 of the module docstring). A lesion
+    on the first slice has no slice above to show a tube and is kept."""
     if k == 0:
         return False
     centroid = np.array([np.mean(lesion[0]), np.mean(lesion[1])])
     reach = _AORTA_RADIUS_MM[1] + _AORTA_RIM_MM[1]
     disc = _vessel_disc(fat, k, centroid, reach, _AORTA_RADIUS_MM, lesion)
-    if disc is None or disc[2] < min_fat_share:
+    if disc is None:
         return False
-    centre, radius, _ = disc
-    at_lesion = radius
-    per_3mm = float(slice_spacing_mm) / 3.0
-    shift = _AORTA_SHIFT_MM_PER_3MM * per_3mm
-    change = max(_AORTA_RADIUS_CHANGE_MM * per_3mm, 1.0)
-    for j in range(k - 1, -1, -1):
-        sizes = (
-            max(_AORTA_RADIUS_MM[0], radius - change, at_lesion - _AORTA_RADIUS_DRIFT_MM),
-            min(_AORTA_RADIUS_MM[1], radius + change, at_lesion + _AORTA_RADIUS_DRIFT_MM),
-        )
-        disc = _vessel_disc(fat, j, centre, shift, sizes)
-        if disc is None or disc[2] < _AORTA_TRACE_FAT_SHARE:
+    centre, radius, share = disc
+    if share < min_fat_share:
+        below = int(np.ceil(_AORTA_BELOW_OSTIA_MM / float(slice_spacing_mm)))
+        if k + below >= fat.hu.shape[0]:  # the scan ends first: no tube shown that far
             return False
-        centre, radius, _ = disc
-    return True
+        if _traced_slices(fat, k, (centre, radius), 1, slice_spacing_mm, below) < below:
+            return False
+    return _traced_slices(fat, k, (centre, radius), -1, slice_spacing_mm, k) == k
 
 
 def _bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
