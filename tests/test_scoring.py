@@ -517,14 +517,14 @@ def test_calcium_on_the_wall_of_the_aorta_is_not_coronary():
 def test_calcium_high_on_an_embedded_aorta_is_aortic_but_not_at_the_ostia():
     # Tissue on the tube's right half on the plaque's slice (slice 2): fat meets about half
     # of its edge, too little for the first test. The tube runs on for 13 slices (39 mm)
-    # below: the plaque lies more than 21 mm above where the tube ends, above any coronary
+    # below: the plaque lies more than 30 mm above where the tube ends, above any coronary
     # ostium, and is dropped.
     hu, mask, polar = aorta_patient(tube_slices=range(16), embed="half", n_slices=16)
     plaque = wall_calcium(hu, polar, 2, 180)
     assert np.array_equal(aortic(hu, mask), plaque)
     # The tube ending 5 slices (15 mm) below the plaque, as the aortic root ends at the valve
     # with the ostia in its sinuses: kept, and so is the plaque when the scan ends less than
-    # 21 mm below it.
+    # 30 mm below it.
     hu, mask, polar = aorta_patient(tube_slices=range(8), embed="half", n_slices=16)
     wall_calcium(hu, polar, 2, 180)
     assert not aortic(hu, mask).any()

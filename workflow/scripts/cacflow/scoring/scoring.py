@@ -35,7 +35,7 @@ lesion is dropped by the first that applies:
    smoothing) about its centre, with the lesion's outermost pixel on its edge (4 mm inside
    to 3 mm outside it: a plaque or an arc of calcium in the wall); the one whose edge
    faces fat the most must do so over at least this share of its circumference, or the
-   tube must run on below the lesion for at least 21 mm. Then a disc of about the same size
+   tube must run on below the lesion for at least 30 mm. Then a disc of about the same size
    must be found on every slice above, to the first slice of the scan: per 3 mm of slice
    spacing its centre moves at most 4 mm and its radius 3 mm (at least 1 mm a slice; at
    most 6 mm from the lesion slice's radius in all), with fat over at least 30 % of its
@@ -43,8 +43,9 @@ lesion is dropped by the first that applies:
    top of a cardiac scan; the aorta does. The coronary ostia sit in the sinuses of
    Valsalva, at most about 2 cm above the aortic valve, where the root is embedded among
    the atria and the right ventricular outflow and fat meets little of its edge (0.4-0.58
-   on the synthetic cohorts, against 0.5-0.8 for wall plaques higher up), and where the
-   tube ends in the heart. So ostial and proximal coronary calcium is kept; plaques on the
+   on the synthetic cohorts, against 0.5-0.8 for wall plaques higher up), and the tube
+   ends in the heart (traced on to 21-27 mm below ostial plaques on the synthetic
+   cohorts). So ostial and proximal coronary calcium is kept; plaques on the
    root's wall at that level are kept with it, and so is a lesion on the scan's first
    slice (no slice above to show a tube). Higher up, a wall plaque on an aorta flanked by
    the pulmonary artery and the superior vena cava (fat on less of its edge) is dropped
@@ -164,9 +165,10 @@ _AORTA_SHIFT_MM_PER_3MM = 4.0
 _AORTA_RADIUS_CHANGE_MM = 3.0  # per 3 mm of slice spacing (at least 1 mm a slice)
 _AORTA_RADIUS_DRIFT_MM = 6.0  # from the radius on the lesion's slice, over the whole trace
 _AORTA_TRACE_FAT_SHARE = 0.3
-# The coronary ostia lie at most about 2 cm above the aortic valve, where the tube ends in the
-# heart: a wall lesion on a tube that runs on at least this far below it is above them.
-_AORTA_BELOW_OSTIA_MM = 21.0
+# The coronary ostia lie at most about 2 cm above the aortic valve, and the trace can follow
+# the tube on into the outflow tract for about 1 cm more: a wall lesion on a tube that runs
+# on at least this far below it lies above them.
+_AORTA_BELOW_OSTIA_MM = 30.0
 _EDGE_ANGLES = np.linspace(0.0, 2.0 * np.pi, 72, endpoint=False)
 _EDGE_OUTSIDE_MM = 1.5  # the edge is sampled this far outside the disc
 
