@@ -85,6 +85,11 @@ def test_a_series_flipped_left_right_keeps_its_arteries_by_its_orientation():
     assert wrong >= 2  # RCA and LCX swap sides in a mirrored heart
 
 
+def course_at(angles: tuple[float, float]) -> list[tuple[float, float, float]]:
+    """Two LAD lesions down its groove, at the centre's level and 20 mm below it."""
+    return [on_surface(t_mm, angle) for t_mm, angle in zip((0.0, 20.0), angles, strict=True)]
+
+
 def test_the_lad_s_course_sets_where_the_lcx_begins():
     # At the AV groove (30 mm above the centre) beside the bifurcation: plaques at 333, 340
     # and 349 deg and one at 300 deg. The fixed boundary (335 deg) calls the first LCX.
@@ -93,18 +98,30 @@ def test_the_lad_s_course_sets_where_the_lcx_begins():
     scores = [20.0] * 6
     alone = lesion_arteries(axes, groove, scores[:4], PIXEL_MM, SLICE_MM)
     assert alone == ["LCX", "LAD", "LAD", "LCX"]
-    # The LAD's calcium further down its groove at 350 and 356 deg: the boundary is 6 deg
-    # behind their mean, 347 deg, so the plaque at 340 deg is the LCX's.
-    course = [on_surface(t_mm, angle) for t_mm, angle in ((0.0, 350.0), (20.0, 356.0))]
+    # The LAD's calcium further down its groove at 350 and 356 deg: the boundary lies 6 deg
+    # behind their mean (353 deg), at 347 deg, so the plaque at 340 deg is the LCX's.
+    course = course_at((350.0, 356.0))
     arteries = lesion_arteries(axes, groove + course, scores, PIXEL_MM, SLICE_MM)
     assert arteries == ["LCX", "LCX", "LAD", "LCX", "LAD", "LAD"]
     fixed = lesion_arteries(axes, groove + course, scores, PIXEL_MM, SLICE_MM, lad_course=False)
     assert fixed == alone + ["LAD", "LAD"]
     # An LAD running further back, at 336 and 338 deg: the boundary moves back to 331 deg,
     # and the plaque at 333 deg lies on the LAD.
-    course = [on_surface(t_mm, angle) for t_mm, angle in ((0.0, 336.0), (20.0, 338.0))]
+    course = course_at((336.0, 338.0))
     arteries = lesion_arteries(axes, groove + course, scores, PIXEL_MM, SLICE_MM)
     assert arteries == ["LAD", "LAD", "LAD", "LCX", "LAD", "LAD"]
+    # The mean is weighted by score: lesions at 336 and 356 deg put the boundary at 340 deg
+    # with equal scores, at 331 deg when the one at 336 deg weighs 20 times more, and the
+    # plaque at 333 deg moves from the LCX to the LAD.
+    course = course_at((336.0, 356.0))
+    equal = lesion_arteries(axes, groove + course, scores, PIXEL_MM, SLICE_MM)
+    heavy = [20.0] * 4 + [100.0, 5.0]
+    weighted = lesion_arteries(axes, groove + course, heavy, PIXEL_MM, SLICE_MM)
+    assert (equal[0], weighted[0]) == ("LCX", "LAD")
+    # A course across 0 deg (356 and 6 deg, mean 1 deg): the boundary is 355 deg, and the
+    # plaque at 349 deg lies behind it.
+    across = lesion_arteries(axes, groove + course_at((356.0, 6.0)), scores, PIXEL_MM, SLICE_MM)
+    assert across == ["LCX", "LCX", "LCX", "LCX", "LAD", "LAD"]
     # Lesions less than 10 mm below the highest left-sided one do not mark the course, and
     # the RCA's take no part: the fixed sectors hold.
     near = [on_surface(-24.0, 356.0), on_surface(10.0, 60.0)]

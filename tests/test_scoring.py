@@ -531,6 +531,15 @@ def test_calcium_high_on_an_embedded_aorta_is_aortic_but_not_at_the_ostia():
     hu, mask, polar = aorta_patient(embed="half", n_slices=8)
     wall_calcium(hu, polar, 2, 180)
     assert not aortic(hu, mask).any()
+    # At the limit: the tube running on 10 slices (30 mm) below the plaque, or 9 (27 mm).
+    for last, dropped in ((12, True), (11, False)):
+        hu, mask, polar = aorta_patient(tube_slices=range(last + 1), embed="half", n_slices=16)
+        wall_calcium(hu, polar, 2, 180)
+        assert aortic(hu, mask).any() == dropped, last
+    # A tube that runs on below the plaque but not up to the scan's top is no aorta.
+    hu, mask, polar = aorta_patient(tube_slices=range(1, 16), embed="half", n_slices=16)
+    wall_calcium(hu, polar, 2, 180)
+    assert not aortic(hu, mask).any()
 
 
 def test_aorta_rule_follows_its_setting_pixel_geometry_and_arcs():

@@ -14,8 +14,9 @@ arteries' distance there. So the LAD/LCX boundary is set per patient where the L
 its course: the LAD runs from the bifurcation down its groove at a nearly constant angle,
 while the LCX leaves it backwards, round the AV groove, at the groove's height. Lesions of
 the LAD's sector lying well below the patient's highest left-sided lesion (towards the
-apex) mark that course; left-sided lesions behind it are the LCX's, the others the LAD's
-(left main and proximal LAD). A patient without such lesions keeps the fixed boundary.
+apex) mark that course; every left-sided lesion behind it, those that marked it included,
+is the LCX's, the others the LAD's (left main and proximal LAD). A patient without such
+lesions keeps the fixed boundary.
 
 Positions are in the patient's axes (x left, y posterior, z superior), from the series'
 ImageOrientationPatient: a series whose rows or columns run the other way (a flipped
@@ -140,8 +141,8 @@ def lesion_arteries(
         & (unwrapped >= lad_start)
         & (toward_apex_mm >= toward_apex_mm[left].min(initial=np.inf) + _BELOW_GROOVE_MM)
     )
-    if course.any():
-        weights = np.asarray(scores, dtype=float)[course]
+    weights = np.asarray(scores, dtype=float)[course]
+    if weights.sum() > 0:
         boundary = np.average(unwrapped[course], weights=weights) - _LAD_COURSE_MARGIN_DEG
         for i in np.flatnonzero(left):
             arteries[i] = "LCX" if unwrapped[i] < boundary else "LAD"
