@@ -137,23 +137,26 @@ def fixed_sector_rows(volume, heart_mask: np.ndarray, lesion_rows: list[dict]) -
     return [r | {"artery": a} for r, a in zip(lesion_rows, arteries, strict=True)]
 
 
-def artery_agreement(
-    volume, region: np.ndarray, lesion_rows: list[dict], truth: LesionMap
-) -> tuple[float, float]:
-    """(true coronary score of the lesions in `region`, the part of it on the lesions the
-    score assigned to their true artery)."""
-    labelled = agatston_score(
+def true_arteries(volume, region: np.ndarray, truth: LesionMap) -> list:
+    """The Agatston lesions of `region`, each labelled with its true artery (1 + index in
+    ARTERIES) or 0 where it is not coronary calcium."""
+    return agatston_score(
         volume.hu,
         region,
         volume.pixel_spacing_mm,
         volume.slice_spacing_mm,
         lesion_labels=artery_labels(truth),
-    )
+    ).lesions
+
+
+def artery_agreement(labelled: list, lesion_rows: list[dict]) -> tuple[float, float]:
+    """(true coronary score of the `labelled` lesions (`true_arteries`), the part of it on
+    the lesions the score's rows assigned to their true artery)."""
     assigned = {
         (r["slice_index"], r["centroid_row"], r["centroid_col"]): r["artery"] for r in lesion_rows
     }
     true = right = 0.0
-    for lesion in labelled.lesions:
+    for lesion in labelled:
         if lesion.label:
             key = (lesion.slice_index, round(lesion.centroid_row, 2), round(lesion.centroid_col, 2))
             true += lesion.score
@@ -200,7 +203,8 @@ def score_patient(cohort: Path, pid: str, settings: SynthSettings) -> dict:
             volume.hu, heart_mask, coronary, pixel_mm, volume.slice_spacing_mm
         ),
     }
-    on_artery = artery_agreement(volume, filtered.region, classical.lesions, truth_map)
+    labelled = true_arteries(volume, filtered.region, truth_map)
+    on_artery = artery_agreement(labelled, classical.lesions)
     fixed = fixed_sector_rows(volume, heart_mask, classical.lesions)
     shutil.rmtree(cohort / "dicom" / pid)  # ~35 MB a patient
     truth = float(truth_row["agatston_total"])
@@ -229,7 +233,7 @@ def score_patient(cohort: Path, pid: str, settings: SynthSettings) -> dict:
                     score_by_artery(fixed).items(), ARTERY_COLUMNS, strict=True
                 )
             },
-            "on_artery": artery_agreement(volume, filtered.region, fixed, truth_map),
+            "on_artery": artery_agreement(labelled, fixed),
         },
         "pixel_mm": float(truth_row["pixel_spacing_mm"]),
         "slice_mm": float(truth_row["slice_thickness_mm"]),
