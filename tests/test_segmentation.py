@@ -176,6 +176,34 @@ def test_same_anatomy_at_two_fields_of_view():
         assert scores(patient, mask)["dice_volume"] >= 0.90
 
 
+def test_zoomed_view_that_cuts_the_chest_wall_away():
+    # A cardiac field of view of about 190 mm: on this patient the reconstruction circle
+    # cuts through both lungs, so that they run out to the scan's edge and only their
+    # density tells them from outside air. Measured before the body took in the lung
+    # parenchyma: volume Dice 0.64, 7 of 15 coronary lesions inside.
+    settings = SynthSettings(
+        seed=1186006929,
+        size=256,
+        pixel_spacing_mm=(0.35, 0.45),
+        slice_thickness_mm=(2.5,),
+        noise_sd_hu=20.0,
+    )
+    patient = simulate_patient("SYN0007", settings)
+    hu = patient.volume.hu
+    size = patient.acquisition.size
+    rows, cols = np.indices((size, size))
+    radius = np.hypot(rows - (size - 1) / 2, cols - (size - 1) / 2)
+    edge = (radius > size / 2 - 4) & (radius <= size / 2 - 1)
+    widest = int(np.argmax(patient.volume.heart_mask.sum(axis=(1, 2))))
+    lung_at_edge = (hu[widest][edge] > -950) & (hu[widest][edge] < -700)
+    assert lung_at_edge.mean() >= 0.3, "the lungs should reach the scan's edge"
+    result = scores(patient, segment(patient))
+    print(result)
+    assert result["dice_volume"] >= 0.90
+    assert result["n_lesions"] >= 10
+    assert result["n_lesions_inside"] == result["n_lesions"]
+
+
 def test_single_slice():
     settings = unseen(256, (0.7, 0.7), 3.0)
     probe = simulate_patient("SYN0009", settings, slices=[])

@@ -12,6 +12,8 @@ Done a volume at a time, not slice by slice, for speed and for the context it gi
   structuring element is a disc whose radius is in millimetres, so the result does not
   depend on the field of view or the matrix; large discs go through Euclidean distance
   transforms (an opening is two thresholded transforms), small ones are footprints;
+- lung parenchyma (denser than outside air) counts as body, so that a zoomed view whose
+  edge cuts through the lungs, leaving the chest wall out, still holds them;
 - the spine is bone that persists along the volume (ribs move from slice to slice);
 - the chambers (blood and myocardium) are soft tissue between the lungs after an
   opening that cuts the thin links to the great vessels, oesophagus, descending aorta and
@@ -76,6 +78,8 @@ class SegmentationSettings:
     lung_opening_mm: float = 2.0  # removes noise and small airways from the lung mask
     lung_min_area_mm2: float = 150.0  # smaller air pockets (oesophagus, bronchi) are not lung
     lung_hull_margin_mm: float = 25.0  # the heart may reach this far beyond the lungs' hull
+    outside_air_max_hu: float = -960.0  # outside air is -1000 HU; lung parenchyma is denser
+    parenchyma_opening_mm: float = 4.0  # lung is thicker than the partial volume at edges
     bone_min_hu: float = 200.0  # floor of the K-means bone threshold (little bone in view)
     spine_persistence: float = 0.5  # fraction of slices a spine pixel must be bone in
     spine_clearance_mm: float = 3.0  # the heart ends this far in front of the spine
@@ -229,7 +233,16 @@ def _coarse_masks(
     plane = (_FAR_MM, *spacing)
 
     foreground = _open(smooth > air_hu, settings.body_opening_mm, plane)
-    foreground = _largest_per_slice(foreground)
+    # A zoomed field of view can cut the chest wall away: the lungs then run out to the
+    # scan's edge, beyond the hull of the soft tissue, and only their density tells them
+    # from the air outside: parenchyma is denser. The opening drops the rims of partial
+    # volume between tissue and outside air (at the skin and the scan's edge).
+    parenchyma = (smooth <= air_hu) & (smooth > settings.outside_air_max_hu)
+    parenchyma = _remove_small(
+        _open(parenchyma, settings.parenchyma_opening_mm, plane),
+        settings.lung_min_area_mm2 / pixel_area,
+    )
+    foreground = _largest_per_slice(foreground | parenchyma)
     body = np.zeros_like(foreground)
     for k in np.flatnonzero(foreground.any(axis=(1, 2))):
         # The hull also closes lungs that the field of view cuts open to the outside air.
