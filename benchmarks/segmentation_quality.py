@@ -48,8 +48,8 @@ import numpy as np
 from _common import REPO_ROOT, append_section
 from scipy import ndimage
 
-from cacflow.imaging import segmentation as current_segmentation
 from cacflow.dicom.ingest import read_study, volume_of
+from cacflow.imaging import segmentation as current_segmentation
 from cacflow.patients import synthetic_patient_ids
 from cacflow.scoring.agatston import MIN_AREA_MM2, THRESHOLD_HU
 from cacflow.synthetic import phantom
