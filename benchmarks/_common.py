@@ -131,3 +131,32 @@ def score_cohort(args, prefix: str, score, describe) -> tuple[list[dict], float]
             rows.append(score(Path(tmp), pid))
             print(f"{pid}: {describe(rows[-1])}", flush=True)
     return rows, time.perf_counter() - start
+
+
+def add_run_arguments(parser) -> None:
+    """The finished run whose networks a benchmark looks at (`trained_networks`)."""
+    parser.add_argument("--workdir", type=Path, required=True)
+    parser.add_argument("--dataset", default="cropped")
+    parser.add_argument("--models", nargs="+", help="default: every trained network")
+    parser.add_argument("--splits", nargs="+", default=["validation", "test"])
+
+
+def trained_networks(args) -> tuple[Path, list[dict], list[Path]]:
+    """The dataset's folder, its manifest rows and the model folders of the run's networks
+    (`add_run_arguments`)."""
+    from cacflow.tables import read_tsv
+
+    root = args.workdir / "results" / "datasets" / args.dataset
+    models = args.workdir / "results" / "models" / args.dataset
+    folders = sorted(p.parent for p in models.glob("*/model.keras"))
+    if args.models:
+        folders = [f for f in folders if f.name in args.models]
+    return root, read_tsv(root / "manifest.tsv"), folders
+
+
+def run_images_details(args) -> str:
+    """What a benchmark over `trained_networks` looked at, for its record."""
+    return (
+        f"run {args.workdir}, {args.dataset} networks, the true-positive calcium images "
+        f"(P >= 0.5) of its {' and '.join(args.splits)} patients"
+    )

@@ -18,10 +18,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse
 import time
-from pathlib import Path
 
 import keras
-from _common import append_section
+from _common import add_run_arguments, append_section, run_images_details, trained_networks
 
 from cacflow.learning.gradcam import (
     CAM_METHODS,
@@ -44,20 +43,12 @@ def layers_by_size(model: keras.Model, input_size: int) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", type=Path, required=True)
-    parser.add_argument("--dataset", default="cropped")
-    parser.add_argument("--models", nargs="+", help="default: every trained network")
-    parser.add_argument("--splits", nargs="+", default=["validation", "test"])
+    add_run_arguments(parser)
     parser.add_argument("--methods", nargs="+", choices=CAM_METHODS, default=["gradcam"])
     parser.add_argument("--record", action="store_true", help="append to docs/benchmarks.md")
     args = parser.parse_args(argv)
 
-    results = args.workdir / "results"
-    root = results / "datasets" / args.dataset
-    manifest = read_tsv(root / "manifest.tsv")
-    model_dirs = sorted(p.parent for p in (results / "models" / args.dataset).glob("*/model.keras"))
-    if args.models:
-        model_dirs = [d for d in model_dirs if d.name in args.models]
+    root, manifest, model_dirs = trained_networks(args)
     lines = [
         "| network | method | layer | map | true-positive images | heat within 5 mm, mean | median | peak within 5 mm |",
         "|---|---|---|---|---:|---:|---:|---:|",
@@ -87,10 +78,8 @@ def main(argv: list[str] | None = None) -> None:
     table = "\n".join(lines)
     if args.record:
         details = (
-            f"run {args.workdir}, {args.dataset} networks, the true-positive calcium images "
-            f"(P >= 0.5) of its {' and '.join(args.splits)} patients; per map size the "
-            f"deepest layer of that size; methods {', '.join(args.methods)}; "
-            f"{time.perf_counter() - start:.0f} s"
+            f"{run_images_details(args)}; per map size the deepest layer of that size; "
+            f"methods {', '.join(args.methods)}; {time.perf_counter() - start:.0f} s"
         )
         append_section("gradcam_layers", details, table)
 
