@@ -113,6 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--min-cells", type=int, help="default: evaluation.gradcam_min_cells")
     parser.add_argument("--record", action="store_true", help="append to docs/benchmarks.md")
     args = parser.parse_args(argv)
+    keras.utils.set_random_seed(0)  # the re-initialised layers, the same at every run
 
     evaluation = yaml.safe_load((REPO_ROOT / "config.yaml").read_text())["evaluation"]
     method = args.method or evaluation["gradcam_method"]
