@@ -122,9 +122,19 @@ def test_the_lad_s_course_sets_where_the_lcx_begins():
     # plaque at 349 deg lies behind it.
     across = lesion_arteries(axes, groove + course_at((356.0, 6.0)), scores, PIXEL_MM, SLICE_MM)
     assert across == ["LCX", "LCX", "LCX", "LCX", "LAD", "LAD"]
-    # Lesions less than 10 mm below the highest left-sided one do not mark the course, and
-    # the RCA's take no part: the fixed sectors hold.
+    # Lesions more than 20 mm above the centre (the base, where the LCX runs) do not mark
+    # the course, and the RCA's take no part: the fixed sectors hold.
     near = [on_surface(-24.0, 356.0), on_surface(10.0, 60.0)]
     arteries = lesion_arteries(axes, groove + near, scores, PIXEL_MM, SLICE_MM)
     assert arteries == ["LCX", "LAD", "LAD", "LCX", "LAD", "RCA"]
+    # An LAD that runs at 332-334 deg, in the LCX's fixed sector: its calcium below the base
+    # marks the course all the same (boundary 327 deg), and it and the plaque at 333 deg at
+    # the groove stay on the LAD.
+    behind = lesion_arteries(axes, groove + course_at((332.0, 334.0)), scores, PIXEL_MM, SLICE_MM)
+    assert behind == ["LAD", "LAD", "LAD", "LCX", "LAD", "LAD"]
+    # A marginal branch of the LCX below the base (290 deg) lies outside the window and
+    # leaves the boundary where the LAD puts it (347 deg).
+    branch = course_at((350.0, 356.0)) + [on_surface(10.0, 290.0)]
+    arteries = lesion_arteries(axes, groove + branch, scores + [20.0], PIXEL_MM, SLICE_MM)
+    assert arteries == ["LCX", "LCX", "LAD", "LCX", "LAD", "LAD", "LCX"]
     assert lesion_arteries(axes, [], [], PIXEL_MM, SLICE_MM) == []

@@ -12,10 +12,11 @@ Near the left main's bifurcation the proximal LAD and LCX lie side by side, and 
 bifurcation lies round the groove differs from patient to patient by more than the two
 arteries' distance there. So the LAD/LCX boundary is set per patient where the LAD shows
 its course: the LAD runs from the bifurcation down its groove at a nearly constant angle,
-while the LCX leaves it backwards, round the AV groove, at the groove's height. Lesions of
-the LAD's sector lying well below the patient's highest left-sided lesion (towards the
-apex) mark that course; every left-sided lesion behind it, those that marked it included,
-is the LCX's, the others the LAD's (left main and proximal LAD). A patient without such
+while the LCX stays in the AV groove at the heart's base. Lesions over the front and left
+of the heart (from 35 deg behind the LAD's sector to the RCA's) lying below the base, at
+most 20 mm above the heart's centre along the long axis, mark that course, wherever the
+LAD runs within that window; every left-sided lesion more than a few degrees behind it is
+the LCX's, the others the LAD's (left main and proximal LAD). A patient without such
 lesions keeps the fixed boundary.
 
 Positions are in the patient's axes (x left, y posterior, z superior), from the series'
@@ -41,10 +42,12 @@ ARTERY_COLUMNS = tuple(f"agatston_{artery.lower()}" for artery in ARTERIES)  # s
 # side, the LAD over the front.
 _SECTORS_DEG = ((10.0, "RCA"), (215.0, "LCX"), (335.0, "LAD"))
 _MASK_STRIDE = 4  # in-plane subsampling of the mask for its axes
-# The LAD's course (chosen on development seeds, docs/agatston.md): lesions of its sector at
-# least this far below the highest left-sided lesion, along the long axis; the LCX's lesions
-# lie behind their score-weighted mean angle by more than the margin.
-_BELOW_GROOVE_MM = 10.0
+# The LAD's course (chosen on development seeds, docs/agatston.md): left-sided lesions from
+# this far behind the LAD's sector, at most this far above the heart's centre along the long
+# axis (below the AV groove, where the LCX runs); the LCX's lesions lie behind their
+# score-weighted mean angle by more than the margin.
+_LAD_COURSE_WINDOW_DEG = 35.0
+_LAD_COURSE_ABOVE_CENTRE_MM = 20.0
 _LAD_COURSE_MARGIN_DEG = 6.0
 
 
@@ -138,8 +141,8 @@ def lesion_arteries(
     course = (
         lad_course
         & left
-        & (unwrapped >= lad_start)
-        & (toward_apex_mm >= toward_apex_mm[left].min(initial=np.inf) + _BELOW_GROOVE_MM)
+        & (unwrapped >= lad_start - _LAD_COURSE_WINDOW_DEG)
+        & (toward_apex_mm >= -_LAD_COURSE_ABOVE_CENTRE_MM)
     )
     weights = np.asarray(scores, dtype=float)[course]
     if weights.sum() > 0:
