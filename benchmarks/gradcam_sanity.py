@@ -40,16 +40,17 @@ from _common import (
     run_images_details,
     trained_networks,
 )
-from PIL import Image
 from scipy import stats
 
 from cacflow.learning.gradcam import (
     POINTING_RADIUS_MM,
+    _score_model,
+    class_logits,
     grad_cam,
     gradcam_layer_name,
     heat_near_lesions,
     map_cells,
-    model_images,
+    true_positive_tiles,
 )
 from cacflow.learning.model_file import read_preprocessing
 from cacflow.tables import read_tsv
@@ -68,14 +69,18 @@ def _guided_relu(x):
 def _clone(model: keras.Model, guided: bool, keep_up_to: str | None) -> keras.Model:
     """A copy of `model`, its ReLUs guided or not; with `keep_up_to`, the trained weights are
     kept up to that layer and every layer after it keeps its fresh random initialisation."""
+    replaced = []
 
     def clone_layer(layer):
         new = layer.__class__.from_config(layer.get_config())
         if guided and getattr(new, "activation", None) is keras.activations.relu:
             new.activation = _guided_relu
+            replaced.append(new.name)
         return new
 
     copy = keras.models.clone_model(model, clone_function=clone_layer)
+    if guided and not replaced:
+        raise SystemExit(f"{model.name}: no ReLU activation to guide")
     names = [layer.name for layer in model.layers]
     last_kept = names.index(keep_up_to) if keep_up_to else len(names) - 1
     for name in names[: last_kept + 1]:
@@ -84,15 +89,18 @@ def _clone(model: keras.Model, guided: bool, keep_up_to: str | None) -> keras.Mo
 
 
 def guided_backprop(model: keras.Model, images: np.ndarray, class_index: int = 1) -> np.ndarray:
-    """Positive guided-backpropagation maps (n, h, w) in [0, 1] of a model with guided ReLUs;
-    the channels of the (grey, repeated) input are summed, as the chain rule does."""
+    """Positive guided-backpropagation maps (n, h, w) in [0, 1] of the class's logit, for a
+    model with guided ReLUs; the channels of the (grey, repeated) input are summed, as the
+    chain rule does."""
+    score_model, softmax_dense = _score_model(model, model.layers[-1].name)
     maps = []
     for start in range(0, len(images), 16):
         batch = tf.convert_to_tensor(images[start : start + 16])
         with tf.GradientTape() as tape:
             tape.watch(batch)
-            score = model(batch, training=False)[:, class_index]
-        maps.append(tf.nn.relu(tf.reduce_sum(tape.gradient(score, batch), axis=-1)).numpy())
+            _, scores = score_model(batch, training=False)
+            logit = class_logits(scores, model.layers[-1], softmax_dense)[:, class_index]
+        maps.append(tf.nn.relu(tf.reduce_sum(tape.gradient(logit, batch), axis=-1)).numpy())
     return _normalised(np.concatenate(maps))
 
 
@@ -119,7 +127,6 @@ def main(argv: list[str] | None = None) -> None:
     method = args.method or evaluation["gradcam_method"]
     min_cells = args.min_cells or int(evaluation["gradcam_min_cells"])
     root, manifest, folders = trained_networks(args)
-    masks = {r["path"]: r for r in manifest if r.get("lesion_mask")}
     lines = [
         "| network | map | layer | images | heat within 5 mm, trained | above the layer random | rank correlation, trained vs random |",
         "|---|---|---|---:|---:|---:|---:|",
@@ -128,21 +135,13 @@ def main(argv: list[str] | None = None) -> None:
     for folder in folders:
         prep = read_preprocessing(folder / "model.keras")
         model = keras.saving.load_model(folder / "model.keras")
-        rows = [
-            r
-            for r in read_tsv(folder / "predictions.tsv")
-            if r["split"] in args.splits
-            and r["label"] == "calcium"
-            and float(r["probability"]) >= 0.5
-            and r["path"] in masks
-        ]
-        images = model_images(
-            [root / r["path"] for r in rows], prep["image_size"], prep["channels"], prep["resize"]
+        predictions = [r for r in read_tsv(folder / "predictions.tsv") if r["split"] in args.splits]
+        images, lesions, pixel_mm = true_positive_tiles(
+            predictions, manifest, root, prep["image_size"], prep["channels"], resize=prep["resize"]
         )
-        lesions = [
-            np.asarray(Image.open(root / masks[r["path"]]["lesion_mask"])) > 127 for r in rows
-        ]
-        pixel_mm = [float(masks[r["path"]]["pixel_mm"]) for r in rows]
+        if not len(images):
+            print(f"{folder.name}: no true-positive calcium image with a lesion mask")
+            continue
         layer = gradcam_layer_name(model, min_cells)
         random_top = _clone(model, guided=False, keep_up_to=layer)
         guided = _clone(model, guided=True, keep_up_to=None)
@@ -162,12 +161,14 @@ def main(argv: list[str] | None = None) -> None:
             "image brightness (no network)": (brightness, brightness),
         }
         for name, (trained, randomised) in maps.items():
-            share = [
-                np.nanmean(heat_near_lesions(m, lesions, pixel_mm, POINTING_RADIUS_MM).shares)
+            shares = [
+                heat_near_lesions(m, lesions, pixel_mm, POINTING_RADIUS_MM).shares
                 for m in (trained, randomised)
             ]
+            share = [np.nanmean(x) for x in shares]
+            scored = int(np.sum(~np.isnan(shares[0])))
             line = (
-                f"| {folder.name} | {name} | {layer} ({map_cells(model, layer)}) | {len(rows)} | "
+                f"| {folder.name} | {name} | {layer} ({map_cells(model, layer)}) | {scored} | "
                 f"{share[0]:.3f} | {share[1]:.3f} | {_rank_correlation(trained, randomised):.2f} |"
             )
             print(line, flush=True)

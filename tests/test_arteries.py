@@ -138,3 +138,22 @@ def test_the_lad_s_course_sets_where_the_lcx_begins():
     arteries = lesion_arteries(axes, groove + branch, scores + [20.0], PIXEL_MM, SLICE_MM)
     assert arteries == ["LCX", "LCX", "LAD", "LCX", "LAD", "LAD", "LCX"]
     assert lesion_arteries(axes, [], [], PIXEL_MM, SLICE_MM) == []
+
+
+def test_the_course_window_runs_from_300_deg_and_20_mm_above_the_centre():
+    axes = heart_axes(heart_mask(), PIXEL_MM, SLICE_MM)
+    groove = [on_surface(-40.0, angle) for angle in (333.0, 340.0, 349.0, 300.0)]
+    fixed = ["LCX", "LAD", "LAD", "LCX"]
+
+    def arteries(t_mm: float, angle: float) -> list[str]:
+        lesions = groove + [on_surface(t_mm, angle)]
+        return lesion_arteries(axes, lesions, [20.0] * 5, PIXEL_MM, SLICE_MM)
+
+    # At 302 deg the lesion marks the course (boundary 296 deg): all five are the LAD's.
+    assert arteries(10.0, 302.0) == ["LAD"] * 5
+    # At 298 deg it lies outside the window: the fixed sectors hold.
+    assert arteries(10.0, 298.0) == fixed + ["LCX"]
+    # At 350 deg, 19 mm above the centre it marks the course (boundary 344 deg); 21 mm
+    # above, it lies in the base, where the LCX runs, and does not.
+    assert arteries(-19.0, 350.0) == ["LCX", "LCX", "LAD", "LCX", "LAD"]
+    assert arteries(-21.0, 350.0) == fixed + ["LAD"]

@@ -1,6 +1,7 @@
 """The Snakemake workflow as a user meets it: lint, format, config checks, plan, and a real run
 of the tiny synthetic cohort."""
 
+import dataclasses
 import re
 import subprocess
 
@@ -15,6 +16,7 @@ from smk_rules import rules
 from snakemake.utils import validate
 
 from cacflow.learning.model_file import read_preprocessing
+from cacflow.pipeline import SETTINGS
 
 TINY_PATIENTS = [f"SYN{i:04d}" for i in range(1, 7)]
 
@@ -72,6 +74,20 @@ def test_config_yaml_holds_the_schema_defaults(repo_root):
     defaults = {}
     validate(defaults, str(repo_root / "workflow" / "schemas" / "config.schema.yaml"))
     assert config == defaults
+
+
+def test_the_schema_holds_every_setting_of_the_library_with_its_default(repo_root):
+    # A setting missing from the schema could not be set from config.yaml
+    # (additionalProperties: false there).
+    schema = yaml.safe_load((repo_root / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    for section, settings_class in SETTINGS.items():
+        properties = schema["properties"][section]["properties"]
+        fields = {
+            f.name: f.default
+            for f in dataclasses.fields(settings_class)
+            if f.name != "png_compress_level"  # how the PNGs are stored, not what they show
+        }
+        assert {name: spec["default"] for name, spec in properties.items()} == fields, section
 
 
 @pytest.mark.parametrize(

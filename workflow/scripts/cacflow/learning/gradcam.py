@@ -104,6 +104,16 @@ def _score_model(model: keras.Model, layer_name: str) -> tuple[keras.Model, bool
     return keras.Model(model.inputs, [features, scores]), softmax_dense
 
 
+def class_logits(scores, last: keras.layers.Layer, softmax_dense: bool):
+    """The class scores before the softmax (float32) from `_score_model`'s scores: the
+    logits of the softmax Dense layer `last` from its input, or the scores as they are."""
+    scores = tf.cast(scores, tf.float32)
+    if not softmax_dense:
+        return scores
+    scores = tf.matmul(scores, tf.cast(last.kernel, tf.float32))
+    return scores + tf.cast(last.bias, tf.float32) if last.use_bias else scores
+
+
 def grad_cam(
     model: keras.Model,
     images: ArrayLike,
@@ -130,13 +140,7 @@ def grad_cam(
         with tf.GradientTape() as tape:
             features, scores = score_model(batch, training=False)
             tape.watch(features)
-            scores = tf.cast(scores, tf.float32)
-            if softmax_dense:
-                kernel = tf.cast(last.kernel, tf.float32)
-                scores = tf.matmul(scores, kernel)
-                if last.use_bias:
-                    scores = scores + tf.cast(last.bias, tf.float32)
-            class_score = scores[:, class_index]
+            class_score = class_logits(scores, last, softmax_dense)[:, class_index]
         gradients = tf.cast(tape.gradient(class_score, features), tf.float32)
         if method == "gradcam":
             weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
@@ -246,6 +250,30 @@ def heat_near_lesions(
     return Pointing(shares, hits)
 
 
+def true_positive_tiles(
+    predictions: list[dict],
+    manifest: list[dict],
+    dataset_root: Path,
+    image_size: int,
+    channels: int,
+    threshold: float = 0.5,
+    resize: str = "area",
+) -> tuple[np.ndarray, list[np.ndarray], list[float]]:
+    """The true-positive calcium images of `predictions` (rows of predictions.tsv) that have
+    a lesion mask in the dataset's `manifest`: the images as the model sees them
+    (`model_images`), their lesion masks (boolean, stored size) and pixel sizes (mm)."""
+    masks = {r["path"]: r for r in manifest if r.get("lesion_mask")}
+    hits = [
+        r
+        for r in predictions
+        if r["label"] == "calcium" and float(r["probability"]) >= threshold and r["path"] in masks
+    ]
+    root = Path(dataset_root)
+    images = model_images([root / r["path"] for r in hits], image_size, channels, resize)
+    lesions = [np.asarray(Image.open(root / masks[r["path"]]["lesion_mask"])) > 127 for r in hits]
+    return images, lesions, [float(masks[r["path"]]["pixel_mm"]) for r in hits]
+
+
 def pointing_game(
     model: keras.Model,
     predictions: list[dict],
@@ -262,18 +290,11 @@ def pointing_game(
     """`heat_near_lesions` of the Grad-CAM maps (of `layer_name`) of the true-positive
     calcium images of `predictions` (rows of predictions.tsv, one split) that have a lesion
     mask in the dataset's `manifest`."""
-    masks = {r["path"]: r for r in manifest if r.get("lesion_mask")}
-    hits = [
-        r
-        for r in predictions
-        if r["label"] == "calcium" and float(r["probability"]) >= threshold and r["path"] in masks
-    ]
-    if not hits:
+    images, lesions, pixel_mm = true_positive_tiles(
+        predictions, manifest, dataset_root, image_size, channels, threshold, resize
+    )
+    if not len(images):
         return Pointing(np.zeros(0), np.zeros(0))
-    root = Path(dataset_root)
-    images = model_images([root / r["path"] for r in hits], image_size, channels, resize)
-    lesions = [np.asarray(Image.open(root / masks[r["path"]]["lesion_mask"])) > 127 for r in hits]
-    pixel_mm = [float(masks[r["path"]]["pixel_mm"]) for r in hits]
     cams = grad_cam(model, images, layer_name=layer_name, method=method)
     return heat_near_lesions(cams, lesions, pixel_mm, radius_mm)
 
