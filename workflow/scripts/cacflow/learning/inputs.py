@@ -80,6 +80,9 @@ class PipelineSettings:
     balanced_batches: bool = False
     # Of the no_calcium half of balanced batches, this share from the hard negatives.
     hard_negative_share: float = 0.0
+    # A hard negative shows at least this area of calcium candidates. Noise and partial
+    # volume make candidates of 1-3 mm^2; aortic and valve calcium, mostly larger ones.
+    hard_negative_min_mm2: float = MIN_AREA_MM2
     resize: str = "area"  # how images shrink to the model's size (`model_resize`)
 
     def __post_init__(self) -> None:
@@ -88,6 +91,11 @@ class PipelineSettings:
         if not 0.0 <= self.hard_negative_share <= 1.0:
             raise ValueError(
                 f"hard_negative_share must be within 0..1, got {self.hard_negative_share}"
+            )
+        if self.hard_negative_min_mm2 < MIN_AREA_MM2:
+            raise ValueError(
+                f"hard_negative_min_mm2 must be at least the Agatston minimum {MIN_AREA_MM2}, "
+                f"got {self.hard_negative_min_mm2}"
             )
 
     @classmethod
@@ -273,7 +281,9 @@ def build_pipeline(
     if balanced:
         # Each class cycles on its own: the few calcium images come round again and again,
         # the many others go by once per pass over them.
-        groups, pattern = _balanced_turns(table, settings.hard_negative_share)
+        groups, pattern = _balanced_turns(
+            table, settings.hard_negative_share, settings.hard_negative_min_mm2
+        )
         used = sorted(set(pattern.tolist()))
         streams = [decoded(groups[k], seed + k).repeat() for k in used]
         turns = tf.data.Dataset.from_tensor_slices(np.searchsorted(used, pattern)).repeat()
@@ -308,24 +318,26 @@ def build_pipeline(
     return InputPipeline(ds, table, counts, weights)
 
 
-def hard_negatives(table: ImageTable) -> np.ndarray:
-    """Which images are hard negatives: no_calcium, showing a calcium candidate of at least
-    the Agatston minimum area."""
+def hard_negatives(table: ImageTable, min_mm2: float = MIN_AREA_MM2) -> np.ndarray:
+    """Which images are hard negatives: no_calcium, showing at least `min_mm2` of calcium
+    candidates."""
     if table.candidate_mm2 is None:
         return np.zeros(len(table), dtype=bool)
-    return (table.labels == CLASSES.index("no_calcium")) & (table.candidate_mm2 >= MIN_AREA_MM2)
+    return (table.labels == CLASSES.index("no_calcium")) & (table.candidate_mm2 >= min_mm2)
 
 
-def _balanced_turns(table: ImageTable, share: float) -> tuple[list[np.ndarray], np.ndarray]:
+def _balanced_turns(
+    table: ImageTable, share: float, min_mm2: float = MIN_AREA_MM2
+) -> tuple[list[np.ndarray], np.ndarray]:
     """The image groups of balanced batches (calcium, other no_calcium, hard negatives) and
     one period of the group each image comes from: calcium every other image, and of the
     no_calcium turns exactly `share` (as a fraction of denominator <= 100) hard negatives."""
     calcium = table.labels == CLASSES.index("calcium")
-    hard = hard_negatives(table)
+    hard = hard_negatives(table, min_mm2)
     if share > 0 and not hard.any():
         raise ValueError(
             f"hard_negative_share {share} needs no_calcium images that show a calcium "
-            f"candidate (manifest candidate_mm2 >= {MIN_AREA_MM2}); none among {len(table)}"
+            f"candidate (manifest candidate_mm2 >= {min_mm2}); none among {len(table)}"
         )
     if share == 0:
         hard[:] = False
