@@ -231,6 +231,46 @@ def test_hard_negatives_take_their_share_of_the_no_calcium_turns(segmented):
         build_pipeline(none, settings, training=True, seed=3)
 
 
+def test_hard_negatives_from_a_minimum_candidate_area(segmented):
+    """hard_negative_min_mm2 keeps the no_calcium images with larger candidates only, and
+    the batches draw their hard turns from those. Half the fixture's hard negatives are
+    given a noise-sized candidate area (1.5 mm^2) to have both kinds."""
+    root, rows, augmented_root, augmented, _ = segmented
+    table = image_table(rows, root, SPLIT, "train", augmented, augmented_root)
+    every = np.flatnonzero(hard_negatives(table))
+    assert len(every) >= 2 and (table.candidate_mm2[every] > 2.0).all()
+    areas = table.candidate_mm2.copy()
+    areas[every[::2]] = 1.5
+    table = type(table)(**{**table.__dict__, "candidate_mm2": areas})
+    larger = hard_negatives(table, 2.0)
+    assert np.flatnonzero(larger).tolist() == every[1::2].tolist()
+    assert hard_negatives(table).sum() == len(every)
+
+    settings = PipelineSettings(
+        batch_size=8,
+        balanced_batches=True,
+        cache=False,
+        hard_negative_share=0.5,
+        hard_negative_min_mm2=2.0,
+    )
+    evaluation = build_pipeline(table, settings, training=False, seed=3, image_size=24)
+    sums = np.concatenate(
+        [tf.reduce_sum(images, axis=(1, 2, 3)).numpy() for images, _ in evaluation.dataset]
+    )
+    larger_sums = set(sums[larger].tolist())
+    assert not larger_sums & set(sums[~larger].tolist())
+    pipeline = build_pipeline(table, settings, training=True, seed=3, image_size=24)
+    for images, _ in pipeline.dataset.take(4):
+        batch = tf.reduce_sum(images, axis=(1, 2, 3)).numpy().tolist()
+        assert sum(s in larger_sums for s in batch) == 2
+
+    above = PipelineSettings(**{**settings.__dict__, "hard_negative_min_mm2": 50.0})
+    with pytest.raises(ValueError, match=r"candidate_mm2 >= 50\.0"):
+        build_pipeline(table, above, training=True, seed=3)
+    with pytest.raises(ValueError, match="at least the Agatston minimum"):
+        PipelineSettings(hard_negative_min_mm2=0.5)
+
+
 @pytest.mark.parametrize("method", ["area", "max"])
 def test_training_sees_images_resized_as_evaluation_does(segmented, method):
     """On-the-fly augmentation works at the stored size and resizes afterwards: with no
