@@ -22,15 +22,9 @@ import time
 import keras
 from _common import add_run_arguments, append_section, run_images_details, trained_networks
 
-from cacflow.learning.gradcam import (
-    CAM_METHODS,
-    POINTING_RADIUS_MM,
-    gradcam_layer_name,
-    map_cells,
-    pointing_game,
-    pointing_row,
-)
+from cacflow.learning.gradcam import CAM_METHODS, gradcam_layer_name, map_cells
 from cacflow.learning.model_file import read_preprocessing
+from cacflow.learning.pointing import POINTING_RADIUS_MM, pointing_game, pointing_row
 from cacflow.tables import read_tsv
 
 

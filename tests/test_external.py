@@ -9,7 +9,7 @@ import pydicom
 import pytest
 import yaml
 
-from cacflow.learning.gradcam import pointing_game
+from cacflow.learning.pointing import pointing_game
 from cacflow.predict import predict_study
 from cacflow.tables import read_tsv
 
@@ -84,12 +84,16 @@ def test_every_network_is_scored_on_the_external_cohort(run_snakemake, tiny_conf
     # Equal up to float rounding: other images share the batches there.
     assert max(abs(ours[k] - theirs[k]) for k in ours) < 1e-4
 
-    # Grad-CAM pointing game: one row per network, shares of heat in [0, 1].
+    # Grad-CAM pointing game: per network the map of evaluation.gradcam_method (layercam by
+    # default) and its Guided Grad-CAM, each beside the network randomised above the layer;
+    # shares of heat in [0, 1].
     pointing = read_tsv(results / "external" / "gradcam_pointing.tsv")
-    assert [(r["dataset"], r["model"]) for r in pointing] == models
+    assert [(r["dataset"], r["model"], r["method"]) for r in pointing] == [
+        (*network, method) for network in models for method in ("layercam", "guided_layercam")
+    ]
     for r in pointing:
-        assert r["method"] == "layercam"  # evaluation.gradcam_method's default
-        assert r["n_images"] == "0" or 0.0 <= float(r["mean_share"]) <= 1.0
+        for column in ("mean_share", "random_mean_share"):
+            assert r["n_images"] == "0" or 0.0 <= float(r[column]) <= 1.0, r
         # evaluation.gradcam_min_cells (16): the maps come from a stage at least that fine
         # (at the tiny config's 32 px, ResNet50's first, 16x16).
         assert min(int(cells) for cells in r["map_cells"].split("x")) >= 16, r

@@ -289,5 +289,6 @@ rule external_pointing:
         threshold=config["evaluation"]["threshold"],
         min_cells=config["evaluation"]["gradcam_min_cells"],
         method=config["evaluation"]["gradcam_method"],
+        seed=config["seed"],
     script:
         "../scripts/external_pointing.py"

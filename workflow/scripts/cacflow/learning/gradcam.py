@@ -23,22 +23,17 @@ layers excepted (`gradcam_layer_name`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NamedTuple
 
 import keras
 import numpy as np
 import tensorflow as tf
 from numpy.typing import ArrayLike
-from PIL import Image
-from scipy import ndimage
 
 from cacflow.learning.inputs import model_resize
 from cacflow.reporting.metrics import KINDS, outcome_kinds
 
 POOL_LAYER = "pool"
 CAM_METHODS = ("gradcam", "layercam")
-# Heat within this distance of a true lesion counts as pointing at it.
-POINTING_RADIUS_MM = 5.0
 _SKIPPED_LAYERS = (
     keras.layers.InputLayer,
     keras.layers.ZeroPadding2D,
@@ -217,117 +212,3 @@ def test_examples(
         return empty, empty, labels[:0], probabilities[:0]
     maps = grad_cam(model, images, layer_name=layer_name, method=method)
     return images, maps, labels[chosen], probabilities[chosen]
-
-
-class Pointing(NamedTuple):
-    """Per heat map: the share of its heat within the radius of a lesion (the energy-based
-    pointing game) and whether its peak lies there (1.0 or 0.0; Zhang et al. 2016's
-    pointing game); NaN for a map without heat."""
-
-    shares: np.ndarray
-    hits: np.ndarray
-
-
-def heat_near_lesions(
-    cams: np.ndarray, lesion_masks: list[np.ndarray], pixel_mm: ArrayLike, radius_mm: float
-) -> Pointing:
-    """Does each heat map show the reader the calcium? `cams` (n, h, w) at the model's
-    input; `lesion_masks` boolean, each at its stored image's size, whose pixels are
-    `pixel_mm` wide. Each map is resized to its mask bilinearly."""
-    shares = np.full(len(cams), np.nan)
-    hits = np.full(len(cams), np.nan)
-    for i, (cam, mask) in enumerate(zip(cams, lesion_masks, strict=True)):
-        mask = np.asarray(mask, bool)
-        heat = ndimage.zoom(
-            cam, (mask.shape[0] / cam.shape[0], mask.shape[1] / cam.shape[1]), order=1
-        )
-        heat = np.clip(heat[: mask.shape[0], : mask.shape[1]], 0.0, None)
-        if heat.sum() <= 0 or not mask.any():
-            continue
-        near = ndimage.distance_transform_edt(~mask, sampling=float(pixel_mm[i])) <= radius_mm
-        shares[i] = heat[near].sum() / heat.sum()
-        hits[i] = float(near.flat[np.argmax(heat)])
-    return Pointing(shares, hits)
-
-
-def true_positive_tiles(
-    predictions: list[dict],
-    manifest: list[dict],
-    dataset_root: Path,
-    image_size: int,
-    channels: int,
-    threshold: float = 0.5,
-    resize: str = "area",
-) -> tuple[np.ndarray, list[np.ndarray], list[float]]:
-    """The true-positive calcium images of `predictions` (rows of predictions.tsv) that have
-    a lesion mask in the dataset's `manifest`: the images as the model sees them
-    (`model_images`), their lesion masks (boolean, stored size) and pixel sizes (mm)."""
-    masks = {r["path"]: r for r in manifest if r.get("lesion_mask")}
-    hits = [
-        r
-        for r in predictions
-        if r["label"] == "calcium" and float(r["probability"]) >= threshold and r["path"] in masks
-    ]
-    root = Path(dataset_root)
-    images = model_images([root / r["path"] for r in hits], image_size, channels, resize)
-    lesions = [np.asarray(Image.open(root / masks[r["path"]]["lesion_mask"])) > 127 for r in hits]
-    return images, lesions, [float(masks[r["path"]]["pixel_mm"]) for r in hits]
-
-
-def pointing_game(
-    model: keras.Model,
-    predictions: list[dict],
-    manifest: list[dict],
-    dataset_root: Path,
-    image_size: int,
-    channels: int,
-    threshold: float = 0.5,
-    radius_mm: float = POINTING_RADIUS_MM,
-    layer_name: str | None = None,
-    method: str = "gradcam",
-    resize: str = "area",
-) -> Pointing:
-    """`heat_near_lesions` of the Grad-CAM maps (of `layer_name`) of the true-positive
-    calcium images of `predictions` (rows of predictions.tsv, one split) that have a lesion
-    mask in the dataset's `manifest`."""
-    images, lesions, pixel_mm = true_positive_tiles(
-        predictions, manifest, dataset_root, image_size, channels, threshold, resize
-    )
-    if not len(images):
-        return Pointing(np.zeros(0), np.zeros(0))
-    cams = grad_cam(model, images, layer_name=layer_name, method=method)
-    return heat_near_lesions(cams, lesions, pixel_mm, radius_mm)
-
-
-POINTING_COLUMNS = (
-    "dataset", "model", "method", "layer", "map_cells", "n_images", "mean_share", "median_share",
-    "peak_hit_rate", "radius_mm",
-)  # fmt: skip
-
-
-def pointing_row(
-    dataset: str,
-    model: str,
-    layer: str,
-    cells: str,
-    pointing: Pointing,
-    radius_mm: float,
-    method: str = "gradcam",
-) -> dict:
-    """One row of the pointing-game table (`POINTING_COLUMNS`), for the `method` maps of
-    `layer` (`cells` its map size); NaN without any image."""
-    shares = np.asarray(pointing.shares, float)
-    hits = np.asarray(pointing.hits, float)[~np.isnan(shares)]
-    shares = shares[~np.isnan(shares)]
-    return {
-        "dataset": dataset,
-        "model": model,
-        "method": method,
-        "layer": layer,
-        "map_cells": cells,
-        "n_images": int(shares.size),
-        "mean_share": round(float(shares.mean()), 4) if shares.size else float("nan"),
-        "median_share": round(float(np.median(shares)), 4) if shares.size else float("nan"),
-        "peak_hit_rate": round(float(hits.mean()), 4) if hits.size else float("nan"),
-        "radius_mm": radius_mm,
-    }

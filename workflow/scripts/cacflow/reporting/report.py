@@ -475,7 +475,13 @@ def _external_section(rows: Mapping[str, list[dict] | None]) -> str:
                 "cohort: 1 when the map shows the reader the calcium and nothing else. The "
                 "maps are those of the layer named (the deepest with a map at least "
                 "<code>evaluation.gradcam_min_cells</code> cells across), weighed by the "
-                "method named (<code>evaluation.gradcam_method</code>).</p>"
+                "method named (<code>evaluation.gradcam_method</code>); <code>guided_</code> "
+                "is its Guided Grad-CAM (times guided backpropagation: the input's "
+                "resolution). Calcium is the brightest thing in a tile, so a map can point "
+                "at it without the network's help: <code>random_mean_share</code> is the "
+                "same share with every layer above the map's re-initialised at random "
+                "(Adebayo et al. 2018). The gap between the two is what the trained network "
+                "adds.</p>"
             ),
             _generic_table(rows["external_pointing"], "results/external/gradcam_pointing.tsv"),
         ]
