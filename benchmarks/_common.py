@@ -139,24 +139,39 @@ def add_run_arguments(parser) -> None:
     parser.add_argument("--dataset", default="cropped")
     parser.add_argument("--models", nargs="+", help="default: every trained network")
     parser.add_argument("--splits", nargs="+", default=["validation", "test"])
+    parser.add_argument(
+        "--external", action="store_true", help="the run's external cohort instead of --splits"
+    )
 
 
 def trained_networks(args) -> tuple[Path, list[dict], list[Path]]:
-    """The dataset's folder, its manifest rows and the model folders of the run's networks
-    (`add_run_arguments`)."""
+    """The dataset's folder (of the external cohort with --external), its manifest rows and
+    the model folders of the run's networks (`add_run_arguments`)."""
     from cacflow.tables import read_tsv
 
-    root = args.workdir / "results" / "datasets" / args.dataset
-    models = args.workdir / "results" / "models" / args.dataset
+    results = args.workdir / "results"
+    root = (results / "external" if args.external else results) / "datasets" / args.dataset
+    models = results / "models" / args.dataset
     folders = sorted(p.parent for p in models.glob("*/model.keras"))
     if args.models:
         folders = [f for f in folders if f.name in args.models]
     return root, read_tsv(root / "manifest.tsv"), folders
 
 
+def network_predictions(args, folder: Path) -> list[dict]:
+    """The predictions of the network in `folder` on the images `trained_networks` names."""
+    from cacflow.tables import read_tsv
+
+    if args.external:
+        external = args.workdir / "results" / "external" / "predictions" / args.dataset
+        return read_tsv(external / f"{folder.name}.tsv")
+    return [r for r in read_tsv(folder / "predictions.tsv") if r["split"] in args.splits]
+
+
 def run_images_details(args) -> str:
     """What a benchmark over `trained_networks` looked at, for its record."""
+    patients = "external cohort's" if args.external else f"{' and '.join(args.splits)}"
     return (
         f"run {args.workdir}, {args.dataset} networks, the true-positive calcium images "
-        f"(P >= 0.5) of its {' and '.join(args.splits)} patients"
+        f"(P >= 0.5) of its {patients} patients"
     )

@@ -20,12 +20,17 @@ import argparse
 import time
 
 import keras
-from _common import add_run_arguments, append_section, run_images_details, trained_networks
+from _common import (
+    add_run_arguments,
+    append_section,
+    network_predictions,
+    run_images_details,
+    trained_networks,
+)
 
 from cacflow.learning.gradcam import CAM_METHODS, gradcam_layer_name, map_cells
 from cacflow.learning.model_file import read_preprocessing
 from cacflow.learning.pointing import POINTING_RADIUS_MM, pointing_game, pointing_row
-from cacflow.tables import read_tsv
 
 
 def layers_by_size(model: keras.Model, input_size: int) -> list[str]:
@@ -51,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     for folder in model_dirs:
         prep = read_preprocessing(folder / "model.keras")
         model = keras.saving.load_model(folder / "model.keras")
-        predictions = [r for r in read_tsv(folder / "predictions.tsv") if r["split"] in args.splits]
+        predictions = network_predictions(args, folder)
         for method in args.methods:
             for layer in layers_by_size(model, prep["image_size"]):
                 pointing = pointing_game(

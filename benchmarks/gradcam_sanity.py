@@ -2,7 +2,8 @@
 
 The pointing share (the heat within 5 mm of a lesion, `cacflow.learning.pointing`) rewards any
 map that is concentrated on calcium, and calcium is the brightest thing in a tile. So this
-benchmark scores, on the true-positive calcium images of a finished run's tuning patients,
+benchmark scores, on the true-positive calcium images of a finished run's tuning patients (or
+of its external cohort, `--external`),
 the maps the report checks (`cacflow.learning.map_checks`): the report's map
 (`evaluation.gradcam_method` at the layer `gradcam_min_cells` picks) and its Guided
 Grad-CAM, each from the trained network and from the network re-initialised above the map's
@@ -11,7 +12,7 @@ middle of the window), which needs no network.
 
     .venv/bin/python benchmarks/gradcam_sanity.py --workdir W [--dataset cropped]
         [--models resnet50 ...] [--splits validation test] [--method layercam]
-        [--min-cells 16] [--record]
+        [--min-cells 16] [--external] [--record]
 
 W is a Snakemake working directory with results/models/<dataset>/<model>/ and the dataset's
 manifest. The map's method and layer are the repository's config.yaml settings unless
@@ -32,6 +33,7 @@ from _common import (
     REPO_ROOT,
     add_run_arguments,
     append_section,
+    network_predictions,
     run_images_details,
     trained_networks,
 )
@@ -41,7 +43,6 @@ from cacflow.learning.gradcam import gradcam_layer_name, map_cells
 from cacflow.learning.map_checks import checked_maps, normalised
 from cacflow.learning.model_file import read_preprocessing
 from cacflow.learning.pointing import POINTING_RADIUS_MM, heat_near_lesions, true_positive_tiles
-from cacflow.tables import read_tsv
 
 
 def _rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     for folder in folders:
         prep = read_preprocessing(folder / "model.keras")
         model = keras.saving.load_model(folder / "model.keras")
-        predictions = [r for r in read_tsv(folder / "predictions.tsv") if r["split"] in args.splits]
+        predictions = network_predictions(args, folder)
         images, lesions, pixel_mm = true_positive_tiles(
             predictions, manifest, root, prep["image_size"], prep["channels"], resize=prep["resize"]
         )
