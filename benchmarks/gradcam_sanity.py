@@ -2,9 +2,9 @@
 
 The pointing share (the heat within 5 mm of a lesion, `cacflow.learning.pointing`) rewards any
 map that is concentrated on calcium, and calcium is the brightest thing in a tile. So this
-benchmark scores, on the true-positive calcium images of a finished run's tuning patients (or
-of its external cohort, `--external`),
-the maps the report checks (`cacflow.learning.map_checks`): the report's map
+benchmark scores, on the true-positive calcium images of a finished run's tuning patients
+(or of its external cohort, `--external`), the maps the report checks
+(`cacflow.learning.map_checks`): the report's map
 (`evaluation.gradcam_method` at the layer `gradcam_min_cells` picks) and its Guided
 Grad-CAM, each from the trained network and from the network re-initialised above the map's
 layer, with the rank correlation between the two; and the image alone (brightness above the
