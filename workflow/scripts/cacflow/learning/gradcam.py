@@ -82,7 +82,7 @@ def map_cells(model: keras.Model, layer_name: str) -> str:
     return f"{rows}x{cols}"
 
 
-def _score_model(model: keras.Model, layer_name: str) -> tuple[keras.Model, bool]:
+def class_score_model(model: keras.Model, layer_name: str) -> tuple[keras.Model, bool]:
     """A model from the input to (feature maps, class scores); the flag tells whether the
     scores are the input of a softmax Dense layer (logits still to be computed)."""
     try:
@@ -100,7 +100,7 @@ def _score_model(model: keras.Model, layer_name: str) -> tuple[keras.Model, bool
 
 
 def class_logits(scores, last: keras.layers.Layer, softmax_dense: bool):
-    """The class scores before the softmax (float32) from `_score_model`'s scores: the
+    """The class scores before the softmax (float32) from `class_score_model`'s scores: the
     logits of the softmax Dense layer `last` from its input, or the scores as they are."""
     scores = tf.cast(scores, tf.float32)
     if not softmax_dense:
@@ -126,7 +126,7 @@ def grad_cam(
     if method not in CAM_METHODS:
         raise GradCamError(f"unknown method {method!r}; choose one of {', '.join(CAM_METHODS)}")
     layer_name = layer_name or gradcam_layer_name(model)
-    score_model, softmax_dense = _score_model(model, layer_name)
+    score_model, softmax_dense = class_score_model(model, layer_name)
     last = model.layers[-1]
     height, width = images.shape[1:3]
     maps = []

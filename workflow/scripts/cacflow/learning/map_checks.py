@@ -1,7 +1,7 @@
 """Checks of a heat map: does it show what the network learned, or only where the image is
 bright?
 
-The pointing share (the heat within 5 mm of a lesion, `cacflow.learning.gradcam`) rewards any
+The pointing share (the heat within 5 mm of a lesion, `cacflow.learning.pointing`) rewards any
 map concentrated on calcium, and calcium is the brightest thing in a tile. Each map is
 therefore scored twice: from the trained network, and from a copy whose layers after the
 map's layer are re-initialised at random (the model-randomisation test of Adebayo et al.,
@@ -25,8 +25,8 @@ import tensorflow as tf
 
 from cacflow.learning.gradcam import (
     GradCamError,
-    _score_model,
     class_logits,
+    class_score_model,
     grad_cam,
 )
 
@@ -74,7 +74,7 @@ def guided_backprop(guided: keras.Model, images: np.ndarray, class_index: int = 
     """Positive guided-backpropagation maps (n, h, w) in [0, 1] of the class's logit, for a
     `network_copy(..., guided=True)`; the input's channels are summed, as the chain rule
     does for a grey image repeated."""
-    score_model, softmax_dense = _score_model(guided, guided.layers[-1].name)
+    score_model, softmax_dense = class_score_model(guided, guided.layers[-1].name)
     maps = []
     for start in range(0, len(images), 16):
         batch = tf.convert_to_tensor(np.asarray(images[start : start + 16], np.float32))
