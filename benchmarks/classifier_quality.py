@@ -117,14 +117,15 @@ def quality_table(results: Path) -> str:
     lines += [
         "",
         (
-            "| dataset | network | Grad-CAM layer (map) | true-positive calcium images | heat "
+            "| dataset | network | map | layer (cells) | true-positive calcium images | heat "
             f"within {pointing[0]['radius_mm']} mm of a lesion, mean | median | peak within "
-            f"{pointing[0]['radius_mm']} mm |"
+            f"{pointing[0]['radius_mm']} mm | mean, layers above the map random |"
         ),
-        "|---|---|---|---:|---:|---:|---:|",
+        "|---|---|---|---|---:|---:|---:|---:|---:|",
         *(
-            f"| {r['dataset']} | {r['model']} | {r['layer']} ({r['map_cells']}) | "
-            f"{r['n_images']} | {r['mean_share']} | {r['median_share']} | {r['peak_hit_rate']} |"
+            f"| {r['dataset']} | {r['model']} | {r['method']} | {r['layer']} ({r['map_cells']}) "
+            f"| {r['n_images']} | {r['mean_share']} | {r['median_share']} | {r['peak_hit_rate']} "
+            f"| {r['random_mean_share']} |"
             for r in pointing
         ),
     ]
