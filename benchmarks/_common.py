@@ -168,6 +168,19 @@ def network_predictions(args, folder: Path) -> list[dict]:
     return [r for r in read_tsv(folder / "predictions.tsv") if r["split"] in args.splits]
 
 
+def loaded_networks(args, folders: list[Path]):
+    """Per model folder of `trained_networks`: the folder, the model file's preprocessing,
+    the loaded model and its `network_predictions`."""
+    import keras
+
+    from cacflow.learning.model_file import read_preprocessing
+
+    for folder in folders:
+        prep = read_preprocessing(folder / "model.keras")
+        model = keras.saving.load_model(folder / "model.keras")
+        yield folder, prep, model, network_predictions(args, folder)
+
+
 def run_images_details(args) -> str:
     """What a benchmark over `trained_networks` looked at, for its record."""
     patients = "external cohort's" if args.external else f"{' and '.join(args.splits)}"

@@ -23,13 +23,12 @@ import keras
 from _common import (
     add_run_arguments,
     append_section,
-    network_predictions,
+    loaded_networks,
     run_images_details,
     trained_networks,
 )
 
 from cacflow.learning.gradcam import CAM_METHODS, gradcam_layer_name, map_cells
-from cacflow.learning.model_file import read_preprocessing
 from cacflow.learning.pointing import POINTING_RADIUS_MM, pointing_game, pointing_row
 
 
@@ -53,10 +52,7 @@ def main(argv: list[str] | None = None) -> None:
         "|---|---|---|---|---:|---:|---:|---:|",
     ]  # fmt: skip
     start = time.perf_counter()
-    for folder in model_dirs:
-        prep = read_preprocessing(folder / "model.keras")
-        model = keras.saving.load_model(folder / "model.keras")
-        predictions = network_predictions(args, folder)
+    for folder, prep, model, predictions in loaded_networks(args, model_dirs):
         for method in args.methods:
             for layer in layers_by_size(model, prep["image_size"]):
                 pointing = pointing_game(

@@ -33,7 +33,7 @@ from _common import (
     REPO_ROOT,
     add_run_arguments,
     append_section,
-    network_predictions,
+    loaded_networks,
     run_images_details,
     trained_networks,
 )
@@ -41,7 +41,6 @@ from scipy import stats
 
 from cacflow.learning.gradcam import gradcam_layer_name, map_cells
 from cacflow.learning.map_checks import checked_maps, normalised
-from cacflow.learning.model_file import read_preprocessing
 from cacflow.learning.pointing import POINTING_RADIUS_MM, heat_near_lesions, true_positive_tiles
 
 
@@ -68,10 +67,7 @@ def main(argv: list[str] | None = None) -> None:
         "|---|---|---|---:|---:|---:|---:|",
     ]  # fmt: skip
     start = time.perf_counter()
-    for folder in folders:
-        prep = read_preprocessing(folder / "model.keras")
-        model = keras.saving.load_model(folder / "model.keras")
-        predictions = network_predictions(args, folder)
+    for folder, prep, model, predictions in loaded_networks(args, folders):
         images, lesions, pixel_mm = true_positive_tiles(
             predictions, manifest, root, prep["image_size"], prep["channels"], resize=prep["resize"]
         )
