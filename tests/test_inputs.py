@@ -233,8 +233,9 @@ def test_hard_negatives_take_their_share_of_the_no_calcium_turns(segmented):
 
 def test_hard_negatives_from_a_minimum_candidate_area(segmented):
     """hard_negative_min_mm2 keeps the no_calcium images with larger candidates only, and
-    the batches draw their hard turns from those. Half the fixture's hard negatives are
-    given a noise-sized candidate area (1.5 mm^2) to have both kinds."""
+    the batches draw their hard turns from those; lists of both keys give tiers. Half the
+    fixture's hard negatives are given a noise-sized candidate area (1.5 mm^2) to have both
+    kinds."""
     root, rows, augmented_root, augmented, _ = segmented
     table = image_table(rows, root, SPLIT, "train", augmented, augmented_root)
     every = np.flatnonzero(hard_negatives(table))
@@ -269,6 +270,30 @@ def test_hard_negatives_from_a_minimum_candidate_area(segmented):
         build_pipeline(table, above, training=True, seed=3)
     with pytest.raises(ValueError, match="at least the Agatston minimum"):
         PipelineSettings(hard_negative_min_mm2=0.5)
+
+    # Tiers: a quarter of the no_calcium turns noise-sized (1-2 mm^2), a quarter larger.
+    tiers = PipelineSettings(
+        **{
+            **settings.__dict__,
+            "hard_negative_share": (0.25, 0.25),
+            "hard_negative_min_mm2": (1.0, 2.0),
+        }
+    )
+    smaller = hard_negatives(table, 1.0, 2.0)
+    assert np.flatnonzero(smaller).tolist() == every[::2].tolist()
+    smaller_sums = set(sums[smaller].tolist())
+    pipeline = build_pipeline(table, tiers, training=True, seed=3, image_size=24)
+    for images, labels in pipeline.dataset.take(4):
+        batch = tf.reduce_sum(images, axis=(1, 2, 3)).numpy().tolist()
+        assert labels.numpy().tolist().count(1) == 4
+        assert sum(s in larger_sums for s in batch) == 1
+        assert sum(s in smaller_sums for s in batch) == 1
+    with pytest.raises(ValueError, match="as many tiers"):
+        PipelineSettings(hard_negative_share=(0.1, 0.2), hard_negative_min_mm2=1.0)
+    with pytest.raises(ValueError, match="must ascend"):
+        PipelineSettings(hard_negative_share=(0.1, 0.2), hard_negative_min_mm2=(3.0, 1.0))
+    with pytest.raises(ValueError, match=r"within 0\.\.1 \(together\)"):
+        PipelineSettings(hard_negative_share=(0.6, 0.6), hard_negative_min_mm2=(1.0, 3.0))
 
 
 @pytest.mark.parametrize("method", ["area", "max"])

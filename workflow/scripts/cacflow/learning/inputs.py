@@ -28,6 +28,7 @@ pipeline is reproducible under a seed even with parallel maps.
 
 from __future__ import annotations
 
+import math
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -79,24 +80,46 @@ class PipelineSettings:
     # short run. Class weights then have nothing left to balance (`class_weights` all 1).
     balanced_batches: bool = False
     # Of the no_calcium half of balanced batches, this share from the hard negatives.
-    hard_negative_share: float = 0.0
+    # A list gives tiers: share k from the images whose candidate area lies from
+    # hard_negative_min_mm2[k] up to the next tier's minimum.
+    hard_negative_share: float | tuple[float, ...] = 0.0
     # A hard negative shows at least this area of calcium candidates. Noise and partial
     # volume make candidates of 1-3 mm^2; aortic and valve calcium, mostly larger ones.
-    hard_negative_min_mm2: float = MIN_AREA_MM2
+    hard_negative_min_mm2: float | tuple[float, ...] = MIN_AREA_MM2
     resize: str = "area"  # how images shrink to the model's size (`model_resize`)
 
     def __post_init__(self) -> None:
         if self.resize not in RESIZE_METHODS:
             raise ValueError(f"resize must be one of {RESIZE_METHODS}, got {self.resize!r}")
-        if not 0.0 <= self.hard_negative_share <= 1.0:
+        shares, minima = (
+            np.atleast_1d(np.asarray(v, dtype=float))
+            for v in (self.hard_negative_share, self.hard_negative_min_mm2)
+        )
+        if len(shares) != len(minima):
             raise ValueError(
-                f"hard_negative_share must be within 0..1, got {self.hard_negative_share}"
+                f"hard_negative_share {self.hard_negative_share} and hard_negative_min_mm2 "
+                f"{self.hard_negative_min_mm2} must name as many tiers"
             )
-        if self.hard_negative_min_mm2 < MIN_AREA_MM2:
+        if (shares < 0).any() or (shares > 1).any() or shares.sum() > 1:
+            raise ValueError(
+                f"hard_negative_share must be within 0..1 (together), got "
+                f"{self.hard_negative_share}"
+            )
+        if (minima < MIN_AREA_MM2).any():
             raise ValueError(
                 f"hard_negative_min_mm2 must be at least the Agatston minimum {MIN_AREA_MM2}, "
                 f"got {self.hard_negative_min_mm2}"
             )
+        if (np.diff(minima) <= 0).any():
+            raise ValueError(
+                f"hard_negative_min_mm2 tiers must ascend, got {self.hard_negative_min_mm2}"
+            )
+
+    def hard_negative_tiers(self) -> list[tuple[float, float, float]]:
+        """(share, min_mm2, below_mm2) of each tier of hard negatives."""
+        shares = np.atleast_1d(self.hard_negative_share).tolist()
+        minima = np.atleast_1d(self.hard_negative_min_mm2).tolist()
+        return list(zip(shares, minima, [*minima[1:], np.inf], strict=True))
 
     @classmethod
     def from_config(cls, config: Mapping) -> PipelineSettings:
@@ -281,9 +304,7 @@ def build_pipeline(
     if balanced:
         # Each class cycles on its own: the few calcium images come round again and again,
         # the many others go by once per pass over them.
-        groups, pattern = _balanced_turns(
-            table, settings.hard_negative_share, settings.hard_negative_min_mm2
-        )
+        groups, pattern = _balanced_turns(table, settings.hard_negative_tiers())
         used = sorted(set(pattern.tolist()))
         streams = [decoded(groups[k], seed + k).repeat() for k in used]
         turns = tf.data.Dataset.from_tensor_slices(np.searchsorted(used, pattern)).repeat()
@@ -318,38 +339,60 @@ def build_pipeline(
     return InputPipeline(ds, table, counts, weights)
 
 
-def hard_negatives(table: ImageTable, min_mm2: float = MIN_AREA_MM2) -> np.ndarray:
-    """Which images are hard negatives: no_calcium, showing at least `min_mm2` of calcium
-    candidates."""
+def hard_negatives(
+    table: ImageTable, min_mm2: float = MIN_AREA_MM2, below_mm2: float = np.inf
+) -> np.ndarray:
+    """Which images are hard negatives: no_calcium, showing at least `min_mm2` (and less
+    than `below_mm2`) of calcium candidates."""
     if table.candidate_mm2 is None:
         return np.zeros(len(table), dtype=bool)
-    return (table.labels == CLASSES.index("no_calcium")) & (table.candidate_mm2 >= min_mm2)
+    area = table.candidate_mm2
+    return (table.labels == CLASSES.index("no_calcium")) & (area >= min_mm2) & (area < below_mm2)
 
 
 def _balanced_turns(
-    table: ImageTable, share: float, min_mm2: float = MIN_AREA_MM2
+    table: ImageTable, tiers: Sequence[tuple[float, float, float]] = ()
 ) -> tuple[list[np.ndarray], np.ndarray]:
-    """The image groups of balanced batches (calcium, other no_calcium, hard negatives) and
-    one period of the group each image comes from: calcium every other image, and of the
-    no_calcium turns exactly `share` (as a fraction of denominator <= 100) hard negatives."""
+    """The image groups of balanced batches (calcium, other no_calcium, then each tier of
+    hard negatives: `PipelineSettings.hard_negative_tiers`) and one period of the group each
+    image comes from: calcium every other image, and of the no_calcium turns exactly each
+    tier's share (as a fraction of denominator <= 100), spread evenly."""
     calcium = table.labels == CLASSES.index("calcium")
-    hard = hard_negatives(table, min_mm2)
-    if share > 0 and not hard.any():
-        raise ValueError(
-            f"hard_negative_share {share} needs no_calcium images that show a calcium "
-            f"candidate (manifest candidate_mm2 >= {min_mm2}); none among {len(table)}"
-        )
-    if share == 0:
-        hard[:] = False
-    groups = [np.flatnonzero(calcium), np.flatnonzero(~calcium & ~hard), np.flatnonzero(hard)]
-    if share < 1 and not len(groups[1]):
+    plain = ~calcium
+    groups, counts, period = [], [], 1
+    for share, min_mm2, below_mm2 in tiers:
+        if share == 0:
+            continue
+        hard = hard_negatives(table, min_mm2, below_mm2)
+        if not hard.any():
+            shown = f"{min_mm2}" + ("" if np.isinf(below_mm2) else f" and < {below_mm2}")
+            raise ValueError(
+                f"hard_negative_share {share} needs no_calcium images that show a calcium "
+                f"candidate (manifest candidate_mm2 >= {shown}); none among {len(table)}"
+            )
+        plain &= ~hard
+        fraction = Fraction(share).limit_denominator(100)
+        groups.append(np.flatnonzero(hard))
+        counts.append(fraction)
+        period = math.lcm(period, fraction.denominator)
+    if sum(counts) < 1 and not plain.any():
         raise ValueError("every no_calcium image is a hard negative: set hard_negative_share 1")
-    fraction = Fraction(share).limit_denominator(100)
-    n, d = fraction.numerator, fraction.denominator
-    # Hard where the running count of hard turns, floor(j * share), steps up.
-    negative = [2 if (j + 1) * n // d > j * n // d else 1 for j in range(d)]
+    counts = [int(fraction * period) for fraction in counts]
+    total = sum(counts)
+    # Hard where the running count of hard turns, floor(j * total / period), steps up; the
+    # tiers take those turns by smooth weighted round robin (each exactly its count).
+    credit = [0] * len(counts)
+    negative = []
+    for j in range(period):
+        if (j + 1) * total // period == j * total // period:
+            negative.append(1)
+            continue
+        credit = [c + n for c, n in zip(credit, counts, strict=True)]
+        k = int(np.argmax(credit))
+        credit[k] -= total
+        negative.append(2 + k)
     pattern = np.array([turn for group in negative for turn in (0, group)], dtype=np.int64)
-    return groups, pattern
+    return [np.flatnonzero(calcium), np.flatnonzero(plain), *groups], pattern
 
 
 def _image_size(path: str) -> tuple[int, int]:
