@@ -273,6 +273,33 @@ def test_handmade_images(handmade):
     )
 
 
+def test_box_context_tiles_show_the_slice_around_the_heart(handmade, tmp_path):
+    """cropped_context box: a tile shows what lies outside the heart mask (the bright lesion
+    of tile 6), while its label and candidates still count inside the mask only."""
+    out, _, hu, heart = handmade
+    labels = {11: SliceLabel(True, "high"), 12: SliceLabel(False, "high"), 13: SliceLabel(True)}
+    lesions = hu >= 130
+    lesions[0, 15:18, 27:30] = False  # as the fixture's lesion map
+    volume = make_volume(hu, [11, 12, 13], 0.5, 3.0)
+    settings = DatasetSettings(cropped_context="box")
+    build_patient_datasets(tmp_path, "P1", volume, heart, labels, lesions, settings)
+    u, v = to_image(np.array([23]), np.array([37]), (20, 30, 33, 43), 299)
+    boxed = read_grey(tmp_path / "cropped" / "P1" / "P1_0011_t6.png")
+    masked = read_grey(out / "cropped" / "P1" / "P1_0011_t6.png")
+    bright = window_to_uint8(hu[0, 23, 37:38], 150.0, 800.0)[0]
+    assert boxed[u, v][0] == bright and masked[u, v][0] == 0
+    columns = ("tile", "label", "cac_class", "candidate_mm2", "row0", "row1", "col0", "col1")
+    assert [tuple(r[c] for c in columns) for r in manifest(tmp_path, "cropped", "P1")] == [
+        tuple(r[c] for c in columns) for r in manifest(out, "cropped", "P1")
+    ]
+    assert np.array_equal(
+        read_grey(tmp_path / "segmented" / "P1" / "P1_0011.png"),
+        read_grey(out / "segmented" / "P1" / "P1_0011.png"),
+    )
+    with pytest.raises(DatasetError, match="cropped_context must be one of"):
+        DatasetSettings(cropped_context="slice")
+
+
 def test_fallback_uses_hu_candidates_on_calcium_slices_only(handmade, tmp_path):
     _, _, hu, heart = handmade
     labels = {11: SliceLabel(True, "high"), 12: SliceLabel(False), 13: SliceLabel(False)}

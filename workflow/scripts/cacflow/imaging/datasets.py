@@ -7,7 +7,8 @@ Per axial slice, from HU and heart-mask arrays already in memory:
   slice's heart mask, made square by padding the shorter side symmetrically (black where
   the square passes the image edge) and resized to ``segmented_size``;
 - ``cropped``: the same square split into a ``grid`` x ``grid`` grid at native resolution,
-  each tile resized to ``tile_size``; tiles are numbered 1..grid^2 row-major.
+  each tile resized to ``tile_size``; tiles are numbered 1..grid^2 row-major. With
+  ``cropped_context: box`` the tiles keep the slice's pixels outside the heart mask.
 
 Slices with an empty heart mask are dropped from ``segmented`` and ``cropped`` (the paper
 drops black segmentations) and counted.
@@ -74,6 +75,9 @@ MANIFEST_COLUMNS = (
 )
 
 
+CROPPED_CONTEXTS = ("heart", "box")
+
+
 @dataclass(frozen=True)
 class DatasetSettings:
     """How images are made; fed from the workflow's ``datasets:`` config section."""
@@ -84,6 +88,10 @@ class DatasetSettings:
     tile_size: int = 299
     grid: int = 3
     min_tile_lesion_area_mm2: float = MIN_AREA_MM2  # what a calcium tile must show
+    # What the tiles show around the heart: "heart", the segmented image's pixels (the
+    # paper: black outside the mask), or "box", the whole slice within the heart box, so the
+    # aortic wall, fat and lung next to a candidate are in view.
+    cropped_context: str = "heart"
     png_compress_level: int = 1  # zlib level of `png_bytes`: 0 stores, 1-9 compress
 
     def __post_init__(self) -> None:
@@ -94,6 +102,10 @@ class DatasetSettings:
         if self.min_tile_lesion_area_mm2 < 0:
             raise DatasetError(
                 f"min_tile_lesion_area_mm2 must be >= 0, got {self.min_tile_lesion_area_mm2}"
+            )
+        if self.cropped_context not in CROPPED_CONTEXTS:
+            raise DatasetError(
+                f"cropped_context must be one of {CROPPED_CONTEXTS}, got {self.cropped_context!r}"
             )
         if not 0 <= self.png_compress_level <= 9:
             raise DatasetError(f"png_compress_level must be 0..9, got {self.png_compress_level}")
@@ -303,6 +315,8 @@ class _PatientWriter:
         if weights is not None:
             # Only what the segmented image shows can make a tile calcium.
             weights = np.where(ct_slice.heart_mask, weights, np.uint8(0))
+        if settings.cropped_context == "box":
+            square = cut(ct_slice.grey, box)
         n_positive = 0
         edges = tile_boxes((0, box[1] - box[0], 0, box[3] - box[2]), settings.grid)
         for tile, (r0, r1, c0, c1) in enumerate(edges, start=1):
