@@ -1,6 +1,8 @@
 """The tf.data input pipeline: what it reads per split, batches, class balance, on-the-fly
 augmentation equal to the materialized one, determinism."""
 
+from fractions import Fraction
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -13,8 +15,10 @@ from cacflow.learning.augment import (
     warp,
 )
 from cacflow.learning.inputs import (
+    ImageTable,
     LeakError,
     PipelineSettings,
+    _balanced_turns,
     build_pipeline,
     hard_negatives,
     image_table,
@@ -294,6 +298,40 @@ def test_hard_negatives_from_a_minimum_candidate_area(segmented):
         PipelineSettings(hard_negative_share=(0.1, 0.2), hard_negative_min_mm2=(3.0, 1.0))
     with pytest.raises(ValueError, match=r"within 0\.\.1 \(together\)"):
         PipelineSettings(hard_negative_share=(0.6, 0.6), hard_negative_min_mm2=(1.0, 3.0))
+
+
+def test_balanced_turns_give_each_tier_its_count():
+    """Per period of the batches' turns: calcium every other turn, and of the no_calcium
+    turns each tier exactly its share, never two hard turns in a row at these shares."""
+    areas = np.repeat([0.0, 0.0, 1.5, 5.0], 10).astype(np.float32)  # calcium, plain, tiers
+    labels = np.repeat([1, 0, 0, 0], 10)
+    n = len(labels)
+    table = ImageTable(
+        tuple(map(str, range(n))), labels, ("P",) * n, np.ones(n, np.float32), ("",) * n, areas
+    )
+
+    def turns(share, min_mm2):
+        settings = PipelineSettings(hard_negative_share=share, hard_negative_min_mm2=min_mm2)
+        groups, pattern = _balanced_turns(table, settings.hard_negative_tiers())
+        assert not pattern[::2].any()  # calcium every other turn
+        return groups, pattern[1::2]
+
+    groups, negative = turns((0.1, 0.25), (1.0, 3.0))
+    assert [np.unique(areas[g]).tolist() for g in groups[2:]] == [[1.5], [5.0]]
+    assert (len(negative), *np.bincount(negative)[1:].tolist()) == (20, 13, 2, 5)
+    assert not (np.diff(np.flatnonzero(negative > 1)) == 1).any()
+    for k in range(0, 101, 7):  # one tier: exactly the share, as a fraction of hundredths
+        share = Fraction(k, 100)
+        _, negative = turns(k / 100, 1.0)
+        assert len(negative) == share.denominator and (negative == 2).sum() == share.numerator
+    groups, negative = turns((0.0, 0.3), (1.0, 3.0))  # a tier of share 0 stays plain
+    assert set(np.flatnonzero(areas == 1.5)) <= set(groups[1]) and negative.max() == 2
+
+    PipelineSettings(hard_negative_share=[0.33, 0.56, 0.11], hard_negative_min_mm2=[1, 2, 3])
+    with pytest.raises(ValueError, match="use hundredths"):
+        PipelineSettings(
+            hard_negative_share=(1 / 97, 1 / 89, 1 / 83), hard_negative_min_mm2=(1, 2, 3)
+        )
 
 
 @pytest.mark.parametrize("method", ["area", "max"])

@@ -196,9 +196,15 @@ def test_threshold_zero_keeps_every_classical_lesion(model, cohort, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["segmented", "cropped"])
 def test_model_of_a_dataset_kind_runs_that_preprocessing(model, cohort, tmp_path, kind):
-    """A model of kind X gets the images of X, made with its stored sizes and window (not
-    the config's), byte for byte the images the workflow makes with those settings."""
-    stored = {"segmented_size": 48, "tile_size": 40, "window_center_hu": 100}
+    """A model of kind X gets the images of X, made with its stored sizes, window and tile
+    context (not the config's), byte for byte the images the workflow makes with those
+    settings."""
+    stored = {
+        "segmented_size": 48,
+        "tile_size": 40,
+        "window_center_hu": 100,
+        "cropped_context": "box",
+    }
     variant = with_preprocessing(
         model, tmp_path / kind / "model.keras", dataset=kind, datasets=stored
     )
@@ -211,6 +217,7 @@ def test_model_of_a_dataset_kind_runs_that_preprocessing(model, cohort, tmp_path
     valid(record)
     assert record["preprocessing"]["dataset"] == kind
     assert record["preprocessing"]["window_center_hu"] == 100
+    assert record["preprocessing"]["cropped_context"] == "box"
     note = "datasets settings of the model used, not the config's: "
     assert prediction.notes == [note + "segmented_size 299 -> 48, tile_size 299 -> 40"]
 
@@ -238,6 +245,22 @@ def test_model_of_a_dataset_kind_runs_that_preprocessing(model, cohort, tmp_path
         assert path.read_bytes() == (made / path.name).read_bytes(), path.name
     if kind == "cropped":
         assert {i["tile"] for i in record["images"]} == set(range(1, 10))
+        # Box tiles add the slice around the heart to what heart-only tiles show.
+        heart = StudySettings(
+            datasets=DatasetSettings(**{**DATASETS_CONFIG, **stored, "cropped_context": "heart"})
+        )
+        process_study(study, tmp_path / "heart", CALCIUM_PID, heart, log=io.StringIO())
+        added = 0
+        for path in kept:
+            boxed = np.asarray(Image.open(path))
+            masked = np.asarray(
+                Image.open(tmp_path / "heart" / "datasets" / kind / CALCIUM_PID / path.name)
+            )
+            # Black outside the mask is all that differs, so no pixel of the heart-only tile
+            # is brighter (the resize weighs pixels by non-negative weights).
+            assert (masked <= boxed).all()
+            added += int((boxed > masked).sum())
+        assert added > 0
         lesion_tiles = {t for lesion in record["lesions"] for t in lesion["tiles"]}
         assert lesion_tiles and lesion_tiles <= set(range(1, 10))
 

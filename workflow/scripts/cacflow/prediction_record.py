@@ -152,6 +152,7 @@ def build_record(
             "segmented_size": int(dataset_settings.segmented_size),
             "tile_size": int(dataset_settings.tile_size),
             "grid": int(dataset_settings.grid),
+            "cropped_context": str(dataset_settings.cropped_context),
         },
         "threshold": float(threshold),
         "study": {

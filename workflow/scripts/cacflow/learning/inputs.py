@@ -91,6 +91,10 @@ class PipelineSettings:
     def __post_init__(self) -> None:
         if self.resize not in RESIZE_METHODS:
             raise ValueError(f"resize must be one of {RESIZE_METHODS}, got {self.resize!r}")
+        for name in ("hard_negative_share", "hard_negative_min_mm2"):
+            value = getattr(self, name)
+            if isinstance(value, (list, tuple)):  # hashable, as a frozen dataclass should be
+                object.__setattr__(self, name, tuple(float(v) for v in value))
         shares, minima = (
             np.atleast_1d(np.asarray(v, dtype=float))
             for v in (self.hard_negative_share, self.hard_negative_min_mm2)
@@ -100,10 +104,15 @@ class PipelineSettings:
                 f"hard_negative_share {self.hard_negative_share} and hard_negative_min_mm2 "
                 f"{self.hard_negative_min_mm2} must name as many tiers"
             )
-        if (shares < 0).any() or (shares > 1).any() or shares.sum() > 1:
+        if (shares < 0).any() or (shares > 1).any() or sum(_turn_fractions(shares)) > 1:
             raise ValueError(
                 f"hard_negative_share must be within 0..1 (together), got "
                 f"{self.hard_negative_share}"
+            )
+        if _period(_turn_fractions(shares)) > MAX_TURN_PERIOD:
+            raise ValueError(
+                f"hard_negative_share {self.hard_negative_share} repeats only every "
+                f"{_period(_turn_fractions(shares))} turns: use hundredths"
             )
         if (minima < MIN_AREA_MM2).any():
             raise ValueError(
@@ -350,6 +359,19 @@ def hard_negatives(
     return (table.labels == CLASSES.index("no_calcium")) & (area >= min_mm2) & (area < below_mm2)
 
 
+# Balanced batches repeat their pattern of turns every lcm of the shares' denominators.
+MAX_TURN_PERIOD = 10_000
+
+
+def _turn_fractions(shares) -> list[Fraction]:
+    """Each share as the fraction of no_calcium turns it takes (denominator <= 100)."""
+    return [Fraction(float(share)).limit_denominator(100) for share in shares]
+
+
+def _period(fractions: Sequence[Fraction]) -> int:
+    return math.lcm(1, *(fraction.denominator for fraction in fractions))
+
+
 def _balanced_turns(
     table: ImageTable, tiers: Sequence[tuple[float, float, float]] = ()
 ) -> tuple[list[np.ndarray], np.ndarray]:
@@ -359,9 +381,10 @@ def _balanced_turns(
     tier's share (as a fraction of denominator <= 100), spread evenly."""
     calcium = table.labels == CLASSES.index("calcium")
     plain = ~calcium
-    groups, counts, period = [], [], 1
+    groups, counts = [], []
     for share, min_mm2, below_mm2 in tiers:
-        if share == 0:
+        (fraction,) = _turn_fractions([share])
+        if fraction == 0:
             continue
         hard = hard_negatives(table, min_mm2, below_mm2)
         if not hard.any():
@@ -371,12 +394,13 @@ def _balanced_turns(
                 f"candidate (manifest candidate_mm2 >= {shown}); none among {len(table)}"
             )
         plain &= ~hard
-        fraction = Fraction(share).limit_denominator(100)
         groups.append(np.flatnonzero(hard))
         counts.append(fraction)
-        period = math.lcm(period, fraction.denominator)
     if sum(counts) < 1 and not plain.any():
-        raise ValueError("every no_calcium image is a hard negative: set hard_negative_share 1")
+        raise ValueError(
+            "every no_calcium image is a hard negative: make hard_negative_share add up to 1"
+        )
+    period = _period(counts)
     counts = [int(fraction * period) for fraction in counts]
     total = sum(counts)
     # Hard where the running count of hard turns, floor(j * total / period), steps up; the
