@@ -104,15 +104,16 @@ class PipelineSettings:
                 f"hard_negative_share {self.hard_negative_share} and hard_negative_min_mm2 "
                 f"{self.hard_negative_min_mm2} must name as many tiers"
             )
-        if (shares < 0).any() or (shares > 1).any() or sum(_turn_fractions(shares)) > 1:
+        fractions = _turn_fractions(shares)
+        if (shares < 0).any() or (shares > 1).any() or sum(fractions) > 1:
             raise ValueError(
                 f"hard_negative_share must be within 0..1 (together), got "
                 f"{self.hard_negative_share}"
             )
-        if _period(_turn_fractions(shares)) > MAX_TURN_PERIOD:
+        if _period(fractions) > MAX_TURN_PERIOD:
             raise ValueError(
                 f"hard_negative_share {self.hard_negative_share} repeats only every "
-                f"{_period(_turn_fractions(shares))} turns: use hundredths"
+                f"{_period(fractions)} turns: use hundredths"
             )
         if (minima < MIN_AREA_MM2).any():
             raise ValueError(
