@@ -300,6 +300,61 @@ def test_box_context_tiles_show_the_slice_around_the_heart(handmade, tmp_path):
         DatasetSettings(cropped_context="slice")
 
 
+def test_slab_images_stack_the_neighbouring_slices_as_channels(handmade, tmp_path):
+    """slab 3: every image is RGB; its middle channel is the slice's grey image, its first
+    and last the slices above and below cut with the slice's own box and heart mask (the end
+    slices repeat themselves); labels, lesion masks and candidates stay the slice's."""
+    out, _, hu, heart = handmade
+    labels = {11: SliceLabel(True, "high"), 12: SliceLabel(False, "high"), 13: SliceLabel(True)}
+    lesions = hu >= 130
+    lesions[0, 15:18, 27:30] = False  # as the fixture's lesion map
+    slab = tmp_path / "slab"
+    build_patient_datasets(
+        slab,
+        "P1",
+        make_volume(hu, [11, 12, 13], 0.5, 3.0),
+        heart,
+        labels,
+        lesions,
+        DatasetSettings(slab=3),
+    )
+    # The neighbours' images, made the single-slice way from the volume shifted by one.
+    neighbours = {}
+    for channel, shifted in (
+        (0, np.concatenate([hu[:1], hu[:-1]])),
+        (2, np.concatenate([hu[1:], hu[-1:]])),
+    ):
+        neighbours[channel] = tmp_path / f"shifted{channel}"
+        volume = make_volume(shifted, [11, 12, 13], 0.5, 3.0)
+        build_patient_datasets(neighbours[channel], "P1", volume, heart, labels, None, SETTINGS)
+    columns = ("path", "label", "cac_class", "candidate_mm2", "lesion_mask", "row0", "col0")
+    for dataset in DATASETS:
+        rows = manifest(slab, dataset, "P1")
+        assert [tuple(r[c] for c in columns) for r in rows] == [
+            tuple(r[c] for c in columns) for r in manifest(out, dataset, "P1")
+        ]
+        for row in rows:
+            with Image.open(slab / dataset / row["path"]) as image:
+                assert image.mode == "RGB", row["path"]
+                rgb = np.asarray(image)
+            assert np.array_equal(rgb[..., 1], read_grey(out / dataset / row["path"]))
+            for channel, root in neighbours.items():
+                assert np.array_equal(rgb[..., channel], read_grey(root / dataset / row["path"]))
+            if row["lesion_mask"]:
+                assert filecmp.cmp(
+                    slab / dataset / row["lesion_mask"],
+                    out / dataset / row["lesion_mask"],
+                    shallow=False,
+                )
+    # Slice 11 is the first: above it, itself; below it, slice 12 shows no lesion in tile 8.
+    with Image.open(slab / "cropped" / "P1" / "P1_0011_t8.png") as image:
+        tile8 = np.asarray(image)
+    assert np.array_equal(tile8[..., 0], tile8[..., 1])
+    assert tile8[..., 1].max() > GREY_130 > tile8[..., 2].max()
+    with pytest.raises(DatasetError, match="slab must be one of"):
+        DatasetSettings(slab=2)
+
+
 def test_fallback_uses_hu_candidates_on_calcium_slices_only(handmade, tmp_path):
     _, _, hu, heart = handmade
     labels = {11: SliceLabel(True, "high"), 12: SliceLabel(False), 13: SliceLabel(False)}

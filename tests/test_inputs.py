@@ -1,12 +1,15 @@
 """The tf.data input pipeline: what it reads per split, batches, class balance, on-the-fly
 augmentation equal to the materialized one, determinism."""
 
+import shutil
 from fractions import Fraction
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 
+from cacflow.imaging.png import png_bytes
 from cacflow.learning.augment import (
     AugmentSettings,
     augment_dataset,
@@ -368,3 +371,50 @@ def test_max_resize_keeps_a_small_lesion_bright():
     assert np.median(brightest) == pytest.approx(60, abs=1)  # the background stays as it was
     with pytest.raises(ValueError, match="resize must be one of"):
         PipelineSettings(resize="bicubic")
+
+
+def test_slab_images_reach_the_model_as_stored(segmented, tmp_path):
+    """RGB images (datasets.slab 3: neighbouring slices as channels) are fed channel for
+    channel, in evaluation and in on-the-fly training alike, and augmented channel by
+    channel exactly as a grey image is; a model of other channels refuses them."""
+    root, rows, augmented_root, _, augmented = segmented
+    rgb_root = tmp_path / "rgb"
+    for row in rows:
+        grey = np.asarray(tf.io.decode_png(tf.io.read_file(str(root / row["path"]))))[..., 0]
+        rgb = np.stack([grey, 255 - grey, grey // 2], axis=-1)
+        (rgb_root / row["path"]).parent.mkdir(parents=True, exist_ok=True)
+        (rgb_root / row["path"]).write_bytes(png_bytes(rgb, 1))
+        if row["lesion_mask"]:
+            (rgb_root / row["lesion_mask"]).parent.mkdir(exist_ok=True)
+            shutil.copy(root / row["lesion_mask"], rgb_root / row["lesion_mask"])
+    table = image_table(rows, rgb_root, SPLIT, "train")
+    stored = (
+        np.stack([np.asarray(tf.io.decode_png(tf.io.read_file(f))) for f in table.files]).astype(
+            np.float32
+        )
+        / 255
+    )
+    evaluated = np.concatenate(
+        [x.numpy() for x, _ in build_pipeline(table, PipelineSettings(), False, 1).dataset]
+    )
+    np.testing.assert_allclose(evaluated, stored, atol=1e-6)
+    still = AugmentSettings(
+        rotation_deg=0, shear_deg=0, zoom=0, horizontal_flip=False, width_shift=0, height_shift=0
+    )
+    settings = PipelineSettings(on_the_fly=True, batch_size=len(table))
+    trained = next(iter(build_pipeline(table, settings, True, 1, still).dataset))[0].numpy()
+    assert trained.shape == stored.shape
+    for image in trained:
+        assert np.abs(stored - image).max(axis=(1, 2, 3)).min() <= 0.5 / 255 + 1e-6
+
+    # The same draws as the grey images' augmentation: each channel warped alike.
+    out = tmp_path / "augmented"
+    augment_dataset(rows, rgb_root, SPLIT, out, AugmentSettings(), 42)
+    for row in augmented[:5]:
+        with Image.open(out / row["path"]) as image:
+            rgb = np.asarray(image)
+        with Image.open(augmented_root / row["path"]) as image:
+            grey = np.asarray(image)
+        assert np.array_equal(rgb[..., 0], grey)
+    with pytest.raises(ValueError, match="3 channels, but the model takes 1"):
+        build_pipeline(table, PipelineSettings(channels=1), False, 1)

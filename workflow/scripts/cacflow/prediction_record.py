@@ -153,6 +153,7 @@ def build_record(
             "tile_size": int(dataset_settings.tile_size),
             "grid": int(dataset_settings.grid),
             "cropped_context": str(dataset_settings.cropped_context),
+            "slab": int(dataset_settings.slab),
         },
         "threshold": float(threshold),
         "study": {

@@ -10,6 +10,13 @@ Per axial slice, from HU and heart-mask arrays already in memory:
   each tile resized to ``tile_size``; tiles are numbered 1..grid^2 row-major. With
   ``cropped_context: box`` the tiles keep the slice's pixels outside the heart mask.
 
+With ``slab: 3`` every image is RGB: the slice above, the slice and the slice below
+(head first, the order of `cacflow.imaging.volume.Volume`) as its three channels, all three
+cut with the slice's box and heart mask (the first and last slices repeat themselves). A
+network then sees whether a bright spot continues along the scan axis, as a radiologist
+scrolls through neighbouring slices. Labels, lesion masks and ``candidate_mm2`` stay the
+slice's own.
+
 Slices with an empty heart mask are dropped from ``segmented`` and ``cropped`` (the paper
 drops black segmentations) and counted.
 
@@ -76,6 +83,7 @@ MANIFEST_COLUMNS = (
 
 
 CROPPED_CONTEXTS = ("heart", "box")
+SLABS = (1, 3)  # slices per image: the slice alone, or with its neighbours as channels
 
 
 @dataclass(frozen=True)
@@ -92,6 +100,7 @@ class DatasetSettings:
     # paper: black outside the mask), or "box", the whole slice within the heart box, so the
     # aortic wall, fat and lung next to a candidate are in view.
     cropped_context: str = "heart"
+    slab: int = 1  # slices per image (`SLABS`): 3 stacks the neighbours as channels
     png_compress_level: int = 1  # zlib level of `png_bytes`: 0 stores, 1-9 compress
 
     def __post_init__(self) -> None:
@@ -107,6 +116,8 @@ class DatasetSettings:
             raise DatasetError(
                 f"cropped_context must be one of {CROPPED_CONTEXTS}, got {self.cropped_context!r}"
             )
+        if self.slab not in SLABS:
+            raise DatasetError(f"slab must be one of {SLABS} slices, got {self.slab!r}")
         if not 0 <= self.png_compress_level <= 9:
             raise DatasetError(f"png_compress_level must be 0..9, got {self.png_compress_level}")
 
@@ -174,6 +185,7 @@ def build_patient_datasets(
     pixel_mm = float(np.sqrt(pixel_area_mm2))  # the side of a (square) slice pixel
 
     grey = window_to_uint8(hu, settings.window_center_hu, settings.window_width_hu)
+    grey = _slabs(grey, settings.slab)
     bright = heart_mask & (hu >= THRESHOLD_HU)
     candidates = lesion_mask & (hu >= THRESHOLD_HU) if lesion_mask is not None else bright
     has_candidates = candidates.any(axis=(1, 2))
@@ -228,6 +240,16 @@ def build_patient_datasets(
     )
 
 
+def _slabs(grey: np.ndarray, slab: int) -> np.ndarray:
+    """(slice, row, col) grey levels, or with ``slab`` 3 (slice, row, col, 3): each slice
+    between its neighbours, the end slices repeated."""
+    if slab == 1:
+        return grey
+    above = np.concatenate([grey[:1], grey[:-1]])
+    below = np.concatenate([grey[1:], grey[-1:]])
+    return np.stack([above, grey, below], axis=-1)
+
+
 def _slice_columns(label: SliceLabel) -> tuple[str, str, str]:
     """(label, cac_class, label_source) of the images of a whole slice."""
     if label is UNLABELLED:
@@ -253,7 +275,7 @@ class _Slice:
     """What one slice's images are made from."""
 
     instance: int
-    grey: np.ndarray  # the slice in the HU window, 8 bits
+    grey: np.ndarray  # the slice in the HU window, 8 bits; (row, col[, 3]) (`_slabs`)
     heart_mask: np.ndarray
     columns: tuple[str, str, str]  # label, cac_class, label_source of the whole slice
     tile_source: str  # label_source of its tiles
@@ -280,7 +302,7 @@ class _PatientWriter:
 
     def write_original(self, ct_slice: _Slice) -> None:
         """The whole slice at full size."""
-        n_rows, n_cols = ct_slice.grey.shape
+        n_rows, n_cols = ct_slice.grey.shape[:2]
         whole = (0, n_rows, 0, n_cols)
         self._add(
             "original",
@@ -297,7 +319,8 @@ class _PatientWriter:
         """The segmented image and the tiles of the slice's heart box; returns how many
         tiles are calcium."""
         settings = self.settings
-        square = cut(np.where(ct_slice.heart_mask, ct_slice.grey, np.uint8(0)), box)
+        mask = ct_slice.heart_mask if ct_slice.grey.ndim == 2 else ct_slice.heart_mask[..., None]
+        square = cut(np.where(mask, ct_slice.grey, np.uint8(0)), box)
         lesion_pixels = ct_slice.lesion_pixels
         in_heart = lesion_pixels & ct_slice.heart_mask if lesion_pixels is not None else None
         self._add(

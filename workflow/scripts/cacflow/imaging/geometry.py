@@ -38,21 +38,23 @@ def tile_boxes(box: tuple[int, int, int, int], grid: int) -> list[tuple[int, int
 
 
 def cut(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
-    """The box of a 2-D image, zero (black) where it passes the image edge."""
+    """The box of an image (rows, cols[, channels]), zero (black) where it passes the
+    image edge."""
     row0, row1, col0, col1 = box
-    n_rows, n_cols = image.shape
+    n_rows, n_cols = image.shape[:2]
     r0, r1, c0, c1 = max(row0, 0), min(row1, n_rows), max(col0, 0), min(col1, n_cols)
     if (r0, r1, c0, c1) == (row0, row1, col0, col1):
         return image[r0:r1, c0:c1]
-    out = np.zeros((row1 - row0, col1 - col0), dtype=image.dtype)
+    out = np.zeros((row1 - row0, col1 - col0, *image.shape[2:]), dtype=image.dtype)
     if r0 < r1 and c0 < c1:
         out[r0 - row0 : r1 - row0, c0 - col0 : c1 - col0] = image[r0:r1, c0:c1]
     return out
 
 
 def resized(image: np.ndarray, size: int, nearest: bool = False) -> np.ndarray:
-    """A 2-D image resized to size x size (bilinear, or nearest neighbour for masks)."""
-    if image.shape == (size, size):
+    """An image (rows, cols[, 3]) resized to size x size (bilinear, or nearest neighbour
+    for masks)."""
+    if image.shape[:2] == (size, size):
         return image
     picture = Image.fromarray(np.ascontiguousarray(image))
     method = Image.Resampling.NEAREST if nearest else Image.Resampling.BILINEAR

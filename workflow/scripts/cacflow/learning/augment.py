@@ -143,7 +143,11 @@ def kept_points(points_yx: np.ndarray, forward: np.ndarray, height: int, width: 
 
 
 def warp(image: np.ndarray, forward: np.ndarray, order: int = 1) -> np.ndarray:
-    """The 2-D uint8 image resampled through the map (black outside the source)."""
+    """The uint8 image (rows, cols[, channels]) resampled through the map (black outside
+    the source), each channel alike."""
+    if image.ndim == 3:
+        channels = [warp(image[..., c], forward, order) for c in range(image.shape[2])]
+        return np.stack(channels, axis=-1)
     inverse = np.linalg.inv(forward)
     # scipy indexes (row, col): swap x and y of the inverse map.
     matrix = inverse[[1, 0]][:, [1, 0]]
@@ -157,6 +161,12 @@ def warp(image: np.ndarray, forward: np.ndarray, order: int = 1) -> np.ndarray:
 def read_grey(path: Path) -> np.ndarray:
     with Image.open(path) as image:
         return np.asarray(image.convert("L"))
+
+
+def read_image(path: Path) -> np.ndarray:
+    """A dataset PNG as stored: grey (rows, cols) or a slab's RGB (rows, cols, 3)."""
+    with Image.open(path) as image:
+        return np.asarray(image)
 
 
 def augment_dataset(
@@ -219,8 +229,8 @@ def _augment_one(
     settings: AugmentSettings,
 ) -> dict:
     patient_id = str(source["patient_id"])
-    image = read_grey(dataset_root / source["path"])
-    height, width = image.shape
+    image = read_image(dataset_root / source["path"])
+    height, width = image.shape[:2]
     forward = forward_matrices(vector[None], height, width)[0]
     stem = Path(source["path"]).stem
     name = f"{stem}_a{number:05d}.png"

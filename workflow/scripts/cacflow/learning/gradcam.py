@@ -174,11 +174,11 @@ def model_images(
     paths: list[Path], image_size: int, channels: int, resize: str = "area"
 ) -> np.ndarray:
     """PNG images as the model sees them: resized to `image_size` (`model_resize`), in
-    [0, 1], repeated to `channels`; (n, image_size, image_size, channels) float32."""
+    [0, 1], a grey one repeated to `channels`; (n, image_size, image_size, channels) float32."""
     images = []
     for path in paths:
-        grey = model_resize(tf.io.decode_png(tf.io.read_file(str(path)), 1), image_size, resize)
-        images.append(np.repeat(grey.numpy() / 255.0, channels, axis=-1))
+        stored = model_resize(tf.io.decode_png(tf.io.read_file(str(path))), image_size, resize)
+        images.append(np.broadcast_to(stored.numpy() / 255.0, (image_size, image_size, channels)))
     if not images:
         return np.zeros((0, image_size, image_size, channels), np.float32)
     return np.stack(images).astype(np.float32)

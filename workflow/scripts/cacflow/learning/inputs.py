@@ -15,7 +15,8 @@ Design (tf.data performance guide; the 5x target of the input benchmark):
 - labels stay true on the fly as in the materialized augmentation: the source lesion pixels
   (kept per image as a ragged list of coordinates, decoded from ``lesion_mask``) are mapped
   with the same matrices and counted inside the frame;
-- grey values become float32 in [0, 1] and are repeated to the model's channels last;
+- grey values become float32 in [0, 1]; a grey image is repeated to the model's channels
+  last, an RGB one (``datasets.slab: 3``, neighbouring slices) is fed as stored;
 - balanced training batches can draw a share of their ``no_calcium`` half from the hard
   negatives: images that show calcium that is not coronary, or noise (``candidate_mm2`` of
   the manifest, `cacflow.imaging.datasets`). Aortic and valve calcium is in few tiles, so a
@@ -69,7 +70,7 @@ class PipelineSettings:
     # Validation and prediction batches: no gradients, so larger batches only run faster
     # (probabilities equal up to float rounding).
     eval_batch_size: int = 32
-    channels: int = 3  # repeated from the grey image at the end (ImageNet networks take 3)
+    channels: int = 3  # a grey image is repeated to these at the end (ImageNet networks take 3)
     cache: bool = True  # decoded uint8 images in memory
     # Decoded training images mixed anew each epoch (the file order is shuffled once before).
     shuffle_buffer: int = 1000
@@ -255,7 +256,12 @@ def build_pipeline(
     an even batch is exactly half calcium) and always cycles."""
     if len(table) == 0:
         raise ValueError("no images to read")
-    height, width = _image_size(table.files[0])
+    height, width, stored = _image_shape(table.files[0])
+    if stored not in (1, settings.channels):
+        raise ValueError(
+            f"{table.files[0]}: {stored} channels, but the model takes {settings.channels} "
+            "(input_pipeline.channels; datasets.slab 3 needs 3)"
+        )
     on_the_fly = training and settings.on_the_fly and augment is not None
     resize_early = image_size is not None and not on_the_fly and image_size != height
     resize_late = image_size is not None and on_the_fly and image_size != height
@@ -268,8 +274,8 @@ def build_pipeline(
         weights = {k: 1.0 for k in weights}
 
     def load(path, label, area, mask_path, can_augment):
-        image = tf.io.decode_png(tf.io.read_file(path), channels=1)
-        image = tf.ensure_shape(image, (height, width, 1))
+        image = tf.io.decode_png(tf.io.read_file(path), channels=stored)
+        image = tf.ensure_shape(image, (height, width, stored))
         if resize_early:
             image = _resized_uint8(image, image_size, settings.resize)
         if not on_the_fly:
@@ -420,10 +426,10 @@ def _balanced_turns(
     return [np.flatnonzero(calcium), np.flatnonzero(plain), *groups], pattern
 
 
-def _image_size(path: str) -> tuple[int, int]:
-    """(height, width) of the first image: every image of a dataset has the same size."""
-    image = tf.io.decode_png(tf.io.read_file(path), channels=1)
-    return int(image.shape[0]), int(image.shape[1])
+def _image_shape(path: str) -> tuple[int, int, int]:
+    """(height, width, channels) of the first image: every image of a dataset has the same."""
+    image = tf.io.decode_png(tf.io.read_file(path))
+    return tuple(int(n) for n in image.shape)
 
 
 def model_resize(images: tf.Tensor, size: int, method: str = "area") -> tf.Tensor:
@@ -451,8 +457,9 @@ def _resized_uint8(image: tf.Tensor, size: int, method: str) -> tf.Tensor:
 
 
 def _to_model(images: tf.Tensor, channels: int) -> tf.Tensor:
+    """uint8 or float grey levels to [0, 1], a grey image repeated to `channels`."""
     images = tf.cast(images, tf.float32) * (1.0 / 255.0)
-    return tf.repeat(images, channels, axis=-1) if channels > 1 else images
+    return tf.repeat(images, channels, axis=-1) if images.shape[-1] != channels else images
 
 
 def _augment_batch(batch, seed_pair, augment: AugmentSettings, height, width, settings):
@@ -467,10 +474,7 @@ def _augment_batch(batch, seed_pair, augment: AugmentSettings, height, width, se
     relabel = can_augment & (labels == 1)
     keeps_lesion = tf.cast(kept_mm2 >= augment.min_lesion_area_mm2, tf.int32)
     labels = tf.where(relabel, keeps_lesion, labels)
-    images = warped * (1.0 / 255.0)
-    if settings.channels > 1:
-        images = tf.repeat(images, settings.channels, axis=-1)
-    return images, labels
+    return _to_model(warped, settings.channels), labels
 
 
 def warp_batch(images: tf.Tensor, forward: tf.Tensor) -> tf.Tensor:
@@ -479,7 +483,7 @@ def warp_batch(images: tf.Tensor, forward: tf.Tensor) -> tf.Tensor:
     height, width = images.shape[1], images.shape[2]
     inverse = tf.linalg.inv(tf.cast(forward, tf.float32))
     transforms = tf.reshape(inverse, (-1, 9))[:, :8] / inverse[:, 2:3, 2]
-    return tf.raw_ops.ImageProjectiveTransformV3(
+    warped = tf.raw_ops.ImageProjectiveTransformV3(
         images=tf.cast(images, tf.float32),
         transforms=transforms,
         output_shape=[height, width],
@@ -487,6 +491,7 @@ def warp_batch(images: tf.Tensor, forward: tf.Tensor) -> tf.Tensor:
         interpolation="BILINEAR",
         fill_mode="CONSTANT",
     )
+    return tf.ensure_shape(warped, (None, height, width, images.shape[-1]))
 
 
 def kept_lesion_area_mm2(

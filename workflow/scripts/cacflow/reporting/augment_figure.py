@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from PIL import Image
 
+from cacflow.imaging.png import slice_grey
 from cacflow.reporting.plotting import save_figure
 
 CLASSES = ("calcium", "no_calcium")
@@ -60,4 +61,4 @@ def draw_augmentation_figure(
 
 def _grey(path: Path) -> np.ndarray:
     with Image.open(path) as image:
-        return np.asarray(image.convert("L"))
+        return slice_grey(np.asarray(image))

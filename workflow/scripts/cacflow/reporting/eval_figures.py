@@ -22,6 +22,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from sklearn.metrics import roc_curve
 
+from cacflow.imaging.png import slice_grey
 from cacflow.reporting.metrics import as_binary_labels, confusion_matrix, outcome_kinds, select_rows
 from cacflow.reporting.plotting import save_figure
 
@@ -167,8 +168,7 @@ def plot_gradcam_grid(
     for ax in axes.ravel():
         ax.axis("off")
     for i, ax in enumerate(axes.ravel()[:n]):
-        grey = images[i].mean(axis=-1) if images[i].ndim == 3 else images[i]
-        ax.imshow(grey, cmap="gray")
+        ax.imshow(slice_grey(images[i]), cmap="gray")
         # Opacity grows with the map, so the image stays readable where the map is low.
         heat = np.clip(heatmaps[i], 0.0, 1.0)
         overlay = plt.get_cmap("jet")(heat)

@@ -23,6 +23,7 @@ import numpy as np
 from matplotlib.image import imread
 from matplotlib.patches import Rectangle
 
+from cacflow.imaging.png import slice_grey
 from cacflow.reporting.plotting import save_figure
 from cacflow.tables import read_tsv
 
@@ -187,8 +188,7 @@ def _box(row: Mapping) -> tuple[int, int, int, int] | None:
 def _grey(path: Path) -> np.ndarray:
     """An 8-bit PNG as grey levels 0..1 (matplotlib reads PNGs as floats; the report env
     has no separate image library)."""
-    image = imread(path)
-    return image if image.ndim == 2 else image[..., 0]
+    return slice_grey(imread(path))
 
 
 _save = save_figure
