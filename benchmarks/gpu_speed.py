@@ -430,8 +430,8 @@ def train(args: argparse.Namespace) -> None:
     forward = _infer_fn(jax, model)
 
     def images(x, index):
-        grey = x[index].astype(jnp.float32) * (1.0 / 255.0)
-        return jnp.repeat(grey[..., None], 3, axis=-1)
+        stored = x[index].astype(jnp.float32) * (1.0 / 255.0)
+        return jnp.repeat(stored[..., None], 3, axis=-1) if stored.ndim == 3 else stored
 
     gather = jax.jit(images)
     positives, negatives = np.flatnonzero(train_y == 1), np.flatnonzero(train_y == 0)

@@ -39,6 +39,7 @@ from _common import (
 )
 from scipy import stats
 
+from cacflow.imaging.png import slice_grey
 from cacflow.learning.gradcam import gradcam_layer_name, map_cells
 from cacflow.learning.map_checks import checked_maps, normalised
 from cacflow.learning.pointing import POINTING_RADIUS_MM, heat_near_lesions, true_positive_tiles
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{folder.name}: no true-positive calcium image with a lesion mask")
             continue
         layer = gradcam_layer_name(model, min_cells)
-        brightness = normalised(np.clip(images[..., 0] - 0.5, 0.0, None))
+        brightness = normalised(np.clip(slice_grey(images) - 0.5, 0.0, None))
         maps = {
             checked.method: (checked.trained, checked.randomised)
             for checked in checked_maps(model, images, layer, method)

@@ -57,6 +57,24 @@ def run_snakemake(repo_root, tiny_config):
     return run
 
 
+@pytest.fixture
+def refused_overlay(tmp_path, run_snakemake, repo_root):
+    """Dry-run config.yaml with the YAML text given on top; the run must fail before any job.
+    Returns what Snakemake printed."""
+
+    def refuse(overlay_text: str) -> str:
+        overlay = tmp_path / "overlay.yaml"
+        overlay.write_text(overlay_text)
+        config = str(repo_root / "config.yaml")
+        proc = run_snakemake(
+            tmp_path, "--dry-run", "--configfile", config, str(overlay), check=False
+        )
+        assert proc.returncode != 0
+        return proc.stdout + proc.stderr
+
+    return refuse
+
+
 @pytest.fixture(scope="session")
 def mini_datasets(tmp_path_factory) -> Path:
     """The three datasets of two real synthetic patients at 160 px, made by the library as the

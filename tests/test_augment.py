@@ -30,13 +30,15 @@ def cropped(mini_datasets):
 def test_only_training_images_are_read_and_augmented(cropped, tmp_path, monkeypatch):
     root, rows = cropped
     opened = []
-    original_read = augment.read_grey
-    monkeypatch.setattr(augment, "read_grey", lambda p: opened.append(p) or original_read(p))
+    for name in ("read_grey", "read_image"):
+        read = getattr(augment, name)
+        monkeypatch.setattr(augment, name, lambda p, read=read: opened.append(p) or read(p))
     out = augment_dataset(rows, root, SPLIT, tmp_path, AugmentSettings(fraction=0.2), 42)
     n_train = sum(r["patient_id"] == "SYN0006" for r in rows)
     assert len(out) == round(0.2 * n_train)
     assert {r["patient_id"] for r in out} == {"SYN0006"}
     assert all(r["source_path"].startswith("SYN0006/") for r in out)
+    assert len(opened) >= len(out)  # every augmented image read its source
     assert all(Path(p).relative_to(root).parts[0] == "SYN0006" for p in opened)
     manifest = read_tsv(tmp_path / "manifest.tsv")
     assert manifest == [{k: str(v) for k, v in r.items()} for r in out]

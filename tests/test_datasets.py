@@ -300,57 +300,57 @@ def test_box_context_tiles_show_the_slice_around_the_heart(handmade, tmp_path):
         DatasetSettings(cropped_context="slice")
 
 
-def test_slab_images_stack_the_neighbouring_slices_as_channels(handmade, tmp_path):
-    """slab 3: every image is RGB; its middle channel is the slice's grey image, its first
-    and last the slices above and below cut with the slice's own box and heart mask (the end
-    slices repeat themselves); labels, lesion masks and candidates stay the slice's."""
-    out, _, hu, heart = handmade
-    labels = {11: SliceLabel(True, "high"), 12: SliceLabel(False, "high"), 13: SliceLabel(True)}
+@pytest.mark.parametrize("context", ["heart", "box"])
+def test_slab_images_stack_the_neighbouring_slices_as_channels(tmp_path, context):
+    """slab 3: every image is RGB; its middle channel is the slice's own image, its first
+    and last the slices above and below cut with the slice's box (and mask) (the end slices
+    repeat themselves); labels, lesion masks and candidates stay the slice's."""
+    n = 5
+    hu = np.full((n, 60, 60), -50, dtype=np.int16)
+    heart = np.zeros(hu.shape, dtype=bool)
+    for k in range(n):  # each slice its own grey level, heart and lesion
+        hu[k, 5:55, 5:55] = 20 + 40 * k
+        heart[k, 12 + k : 40 + k, 15 : 38 + 2 * k] = True
+        hu[k, 20 + 2 * k : 24 + 2 * k, 20 + 3 * k : 25 + 3 * k] = 300 + 100 * k
     lesions = hu >= 130
-    lesions[0, 15:18, 27:30] = False  # as the fixture's lesion map
-    slab = tmp_path / "slab"
-    build_patient_datasets(
-        slab,
-        "P1",
-        make_volume(hu, [11, 12, 13], 0.5, 3.0),
-        heart,
-        labels,
-        lesions,
-        DatasetSettings(slab=3),
-    )
+    instances = list(range(1, n + 1))
+    labels = {i: SliceLabel(True, "high") for i in instances}
+
+    def build(root, volume_hu, slab, lesion_map):
+        volume = make_volume(volume_hu, instances, 0.5, 3.0)
+        settings = DatasetSettings(slab=slab, cropped_context=context)
+        build_patient_datasets(root, "P1", volume, heart, labels, lesion_map, settings)
+        return root
+
+    slab = build(tmp_path / "slab", hu, 3, lesions)
+    single = build(tmp_path / "single", hu, 1, lesions)
     # The neighbours' images, made the single-slice way from the volume shifted by one.
-    neighbours = {}
-    for channel, shifted in (
-        (0, np.concatenate([hu[:1], hu[:-1]])),
-        (2, np.concatenate([hu[1:], hu[-1:]])),
-    ):
-        neighbours[channel] = tmp_path / f"shifted{channel}"
-        volume = make_volume(shifted, [11, 12, 13], 0.5, 3.0)
-        build_patient_datasets(neighbours[channel], "P1", volume, heart, labels, None, SETTINGS)
-    columns = ("path", "label", "cac_class", "candidate_mm2", "lesion_mask", "row0", "col0")
+    above = build(tmp_path / "above", np.concatenate([hu[:1], hu[:-1]]), 1, None)
+    below = build(tmp_path / "below", np.concatenate([hu[1:], hu[-1:]]), 1, None)
     for dataset in DATASETS:
         rows = manifest(slab, dataset, "P1")
-        assert [tuple(r[c] for c in columns) for r in rows] == [
-            tuple(r[c] for c in columns) for r in manifest(out, dataset, "P1")
-        ]
+        assert rows == manifest(single, dataset, "P1")
+        assert any(row["label"] == "calcium" for row in rows)
         for row in rows:
             with Image.open(slab / dataset / row["path"]) as image:
                 assert image.mode == "RGB", row["path"]
                 rgb = np.asarray(image)
-            assert np.array_equal(rgb[..., 1], read_grey(out / dataset / row["path"]))
-            for channel, root in neighbours.items():
+            for channel, root in enumerate((above, single, below)):
                 assert np.array_equal(rgb[..., channel], read_grey(root / dataset / row["path"]))
             if row["lesion_mask"]:
                 assert filecmp.cmp(
                     slab / dataset / row["lesion_mask"],
-                    out / dataset / row["lesion_mask"],
+                    single / dataset / row["lesion_mask"],
                     shallow=False,
                 )
-    # Slice 11 is the first: above it, itself; below it, slice 12 shows no lesion in tile 8.
-    with Image.open(slab / "cropped" / "P1" / "P1_0011_t8.png") as image:
-        tile8 = np.asarray(image)
-    assert np.array_equal(tile8[..., 0], tile8[..., 1])
-    assert tile8[..., 1].max() > GREY_130 > tile8[..., 2].max()
+    # The first slice repeats itself above, the last below; a middle slice's three differ.
+    for instance, same in ((1, 0), (n, 2)):
+        with Image.open(slab / "segmented" / "P1" / f"P1_{instance:04d}.png") as image:
+            rgb = np.asarray(image).astype(int)
+        assert np.array_equal(rgb[..., same], rgb[..., 1])
+    with Image.open(slab / "segmented" / "P1" / "P1_0003.png") as image:
+        rgb = np.asarray(image).astype(int)
+    assert len({int(np.median(rgb[20:40, 20:40, c])) for c in range(3)}) == 3
     with pytest.raises(DatasetError, match="slab must be one of"):
         DatasetSettings(slab=2)
 
@@ -560,3 +560,8 @@ def test_merge_manifests(built6, syn4, tmp_path):
     broken.write_text("patient_id\tslice\n")
     with pytest.raises(DatasetError, match=r"broken\.tsv"):
         merge_manifests([broken], tmp_path / "manifest.tsv")
+
+
+def test_slab_without_three_channels_is_refused_before_any_job(refused_overlay):
+    out = refused_overlay("datasets: {slab: 3}\ninput_pipeline: {channels: 1}\n")
+    assert "input_pipeline.channels must be 3, not 1" in out

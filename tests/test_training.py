@@ -447,12 +447,6 @@ def test_per_model_keys_change_that_network_only():
         TrainSettings.from_config({"per_model": {"vgg16": {"models": ["vgg19"]}}}, "vgg16")
 
 
-def test_unknown_per_model_key_is_refused_before_any_job(tmp_path, run_snakemake, repo_root):
-    overlay = tmp_path / "overlay.yaml"
-    overlay.write_text("training:\n  per_model:\n    vgg16: {learning_rat: 0.0001}\n")
-    proc = run_snakemake(
-        tmp_path, "--dry-run", "--configfile", str(repo_root / "config.yaml"), str(overlay),
-        check=False,
-    )  # fmt: skip
-    assert proc.returncode != 0
-    assert "training.per_model.vgg16: ['learning_rat']" in proc.stdout + proc.stderr
+def test_unknown_per_model_key_is_refused_before_any_job(refused_overlay):
+    out = refused_overlay("training:\n  per_model:\n    vgg16: {learning_rat: 0.0001}\n")
+    assert "training.per_model.vgg16: ['learning_rat']" in out

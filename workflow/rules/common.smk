@@ -55,6 +55,13 @@ for _model, _keys in config["training"]["per_model"].items():
         )
 
 
+if config["datasets"].get("slab", 1) == 3 and config["input_pipeline"]["channels"] != 3:
+    raise WorkflowError(
+        "datasets.slab 3 makes RGB images (the slices above, at and below): "
+        f"input_pipeline.channels must be 3, not {config['input_pipeline']['channels']}"
+    )
+
+
 # The evaluation keys the metrics read: the Grad-CAM keys rerun only the Grad-CAM rules.
 METRICS_SETTINGS = {
     key: config["evaluation"][key] for key in ("bootstrap_samples", "threshold")

@@ -13,7 +13,8 @@ The same code as the workflow, in the same order:
    ``.keras`` without ``cacflow.json`` is refused (`UnusableModelError`);
 3. the classifier on every image of the model's dataset, batched, through the training input
    pipeline (`cacflow.learning.inputs.build_pipeline`: PNG grey levels, resized to the model's
-   input as stored in the model (`model_resize`), / 255, repeated to its channels);
+   input as stored in the model (`model_resize`), / 255, a grey image repeated to its
+   channels, a slab's RGB fed as it is);
 4. the hybrid score (`cacflow.scoring.scoring.hybrid_scores`: the classical lesions shown by an image
    the model calls calcium, P >= threshold).
 

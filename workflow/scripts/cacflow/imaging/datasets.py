@@ -12,10 +12,11 @@ Per axial slice, from HU and heart-mask arrays already in memory:
 
 With ``slab: 3`` every image is RGB: the slice above, the slice and the slice below
 (head first, the order of `cacflow.imaging.volume.Volume`) as its three channels, all three
-cut with the slice's box and heart mask (the first and last slices repeat themselves). A
-network then sees whether a bright spot continues along the scan axis, as a radiologist
-scrolls through neighbouring slices. Labels, lesion masks and ``candidate_mm2`` stay the
-slice's own.
+cut with the slice's box and, where its images are masked, its heart mask (the first and
+last slices repeat themselves). A network then sees whether a bright spot continues along
+the scan axis, as a radiologist scrolls through neighbouring slices. Labels, lesion masks
+and ``candidate_mm2`` stay the slice's own. The neighbours lie one slice spacing away,
+whatever that is: a model trained on 3 mm slices sees 2.5 mm neighbours as nearer.
 
 Slices with an empty heart mask are dropped from ``segmented`` and ``cropped`` (the paper
 drops black segmentations) and counted.

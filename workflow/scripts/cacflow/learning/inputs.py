@@ -274,7 +274,8 @@ def build_pipeline(
         weights = {k: 1.0 for k in weights}
 
     def load(path, label, area, mask_path, can_augment):
-        image = tf.io.decode_png(tf.io.read_file(path), channels=stored)
+        # As stored, so a grey image among RGB ones (or the reverse) fails, not converted.
+        image = tf.io.decode_png(tf.io.read_file(path))
         image = tf.ensure_shape(image, (height, width, stored))
         if resize_early:
             image = _resized_uint8(image, image_size, settings.resize)

@@ -58,7 +58,8 @@ REGISTRY: dict[str, Network] = {
     "vgg19": Network(A.VGG19, 32, "caffe"),
     "efficientnetb0": Network(A.EfficientNetB0, 32, "raw"),
 }
-# ImageNet channel means (BGR order; grey images have equal channels, so order is moot).
+# ImageNet channel means (BGR order): a grey image's equal channels, or a slab's slices
+# above, at and below, each shifted by one fixed mean (datasets.slab).
 _CAFFE_MEAN = np.array([103.939, 116.779, 123.68], dtype="float32")
 
 
