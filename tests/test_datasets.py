@@ -24,7 +24,7 @@ from cacflow.imaging.datasets import (
 )
 from cacflow.imaging.geometry import heart_box
 from cacflow.imaging.labels import SliceLabel, slice_labels_from_table
-from cacflow.imaging.png import png_bytes
+from cacflow.imaging.png import png_bytes, slice_grey
 from cacflow.imaging.windowing import window_to_uint8
 from cacflow.scoring.agatston import agatston_score, cac_class, density_weight
 from cacflow.synthetic.synth import SynthSettings, simulate_patient, truth_summary
@@ -140,6 +140,13 @@ def test_png_reads_back_as_the_same_8_bit_pixels():
         assert png.mode == "L"
         assert png.size == (53, 37)
         assert np.array_equal(np.asarray(png), image)
+    # A slab (slices above, at and below as channels) is RGB; figures show its middle slice.
+    slab = np.stack([image, 255 - image, image // 2], axis=-1)
+    with Image.open(io.BytesIO(png_bytes(slab, 1))) as png:
+        assert png.mode == "RGB"
+        assert np.array_equal(np.asarray(png), slab)
+        assert np.array_equal(slice_grey(np.asarray(png)), 255 - image)
+    assert slice_grey(image) is image
 
 
 def test_heart_box_is_square_and_centred():
