@@ -29,6 +29,10 @@ could win back (calcium sharing a tile with a coronary plaque stays in).
     .venv/bin/python benchmarks/agatston_agreement.py [--patients 30] [--seed 2021]
         [--pixel-spacing 0.5 0.8] [--slice-thickness 3.0] [--record]
     .venv/bin/python benchmarks/agatston_agreement.py --fresh 5 --patients 24 [--record]
+        [--model results/models/cropped/resnet50/model.keras [--threshold 0.5] [--training ...]]
+
+`--model` adds the hybrid score of a trained network, as `cacflow predict` computes it
+(`benchmarks/hybrid_agreement.py`, same code), beside the classical one on the same patients.
 
 `--fresh K` is the protocol that cannot be tuned to: K cohorts of seeds drawn from the clock,
 never used before (benchmarks/_seeds.py), alternating between the training cohort's
@@ -69,6 +73,8 @@ from _common import (
     score_cohort,
 )
 from _seeds import draw_fresh_seeds
+from hybrid_agreement import markdown_tables as hybrid_tables
+from hybrid_agreement import predicted_scores
 
 from cacflow.dicom.ingest import read_study, volume_of
 from cacflow.imaging.geometry import heart_box, tile_boxes
@@ -85,6 +91,7 @@ from cacflow.scoring.arteries import (
 from cacflow.scoring.lesions import lesion_detection
 from cacflow.scoring.reference import LesionMap, read_lesion_map
 from cacflow.scoring.scoring import (
+    DEFAULT_HYBRID_THRESHOLD,
     EXCLUSION_RULES,
     STANDARD,
     ScoringSettings,
@@ -164,8 +171,11 @@ def artery_agreement(labelled: list, lesion_rows: list[dict]) -> tuple[float, fl
     return true, right
 
 
-def score_patient(cohort: Path, pid: str, settings: SynthSettings) -> dict:
+def score_patient(
+    cohort: Path, pid: str, settings: SynthSettings, model: Path | None, threshold: float
+) -> dict:
     truth_row = synth_patient(cohort, pid, settings)
+    network = predicted_scores(cohort, pid, truth_row, model, threshold) if model else None
     study = StudySettings()
     report = read_study(cohort / "dicom" / pid, pid, study.ingest)
     if not report.accepted:
@@ -208,6 +218,11 @@ def score_patient(cohort: Path, pid: str, settings: SynthSettings) -> dict:
     fixed = fixed_sector_rows(volume, heart_mask, classical.lesions)
     shutil.rmtree(cohort / "dicom" / pid)  # ~35 MB a patient
     truth = float(truth_row["agatston_total"])
+    if network and abs(network["classical"] - scores["classical"]) > 0.01:
+        raise RuntimeError(
+            f"{pid}: cacflow predict's classical score {network['classical']:.2f} is not this "
+            f"benchmark's {scores['classical']:.2f}: the hybrid would filter other lesions"
+        )
     return {
         "patient_id": pid,
         "truth": truth,
@@ -237,6 +252,7 @@ def score_patient(cohort: Path, pid: str, settings: SynthSettings) -> dict:
         },
         "pixel_mm": float(truth_row["pixel_spacing_mm"]),
         "slice_mm": float(truth_row["slice_thickness_mm"]),
+        "network": network,
     }
 
 
@@ -263,22 +279,35 @@ def perfect_tile_calls(
     return rows
 
 
+def network_method(patients: list[dict]) -> list[tuple[str, str]]:
+    """(method, key) of the trained network's hybrid score where the patients have one."""
+    network = patients[0]["network"]
+    return [(f"{network['method']} (network)", "hybrid")] if network else []
+
+
+def _score(p: dict, key: str) -> float:
+    return p["network"]["hybrid"] if key == "hybrid" else p[key]
+
+
 def score_rows(patients: list[dict]) -> list[dict]:
-    """Merged-table rows (cacflow.scoring.scoring.MERGED_COLUMNS) of both scores and the diagnostic."""
+    """Merged-table rows (cacflow.scoring.scoring.MERGED_COLUMNS) of both scores, the
+    diagnostics and the network's hybrid score where there is one."""
     rows = []
     for method, key in (
         (STANDARD_METHOD, "standard"),
         (CLASSICAL, "classical"),
         (ORACLE, "coronary_in_mask"),
         (CEILING, "ceiling"),
+        *network_method(patients),
     ):
         for p in patients:
+            score = _score(p, key)
             rows.append(
                 {
                     "patient_id": p["patient_id"],
                     "method": method,
-                    "agatston": p[key],
-                    "risk_category": risk_category(p[key]),
+                    "agatston": score,
+                    "risk_category": risk_category(score),
                     "truth_agatston": p["truth"],
                     "truth_risk_category": p["truth_category"],
                 }
@@ -344,6 +373,7 @@ def markdown_tables(patients: list[dict]) -> str:
             )
             + f". The mask cuts off {sums['truth'] - coronary_in:.0f} of the true score."
         ),
+        *network_lines(patients),
         "",
         "What each rule removed (first rule that applies), by what the phantom put there:",
         "",
@@ -385,6 +415,19 @@ def markdown_tables(patients: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def network_lines(patients: list[dict]) -> list[str]:
+    """The network's hybrid score against the classical, patient by patient
+    (`hybrid_agreement`'s table), where the patients have one."""
+    if not patients[0]["network"]:
+        return []
+    return [
+        "",
+        "The trained network's hybrid score:",
+        "",
+        hybrid_tables([p["network"] for p in patients]),
+    ]
+
+
 # The fresh protocol: cohorts alternate between the training cohort's acquisition and a
 # zoomed cardiac field of view with thinner slices (the external cohort's defaults).
 FRESH_PROTOCOLS = (((0.5, 0.8), (3.0,)), ((0.35, 0.45), (2.5,)))
@@ -402,8 +445,8 @@ def fresh_rows(name: str, patients: list[dict]) -> list[str]:
     truth = [p["truth"] for p in patients]
     truth_category = [p["truth_category"] for p in patients]
     lines = []
-    for method, key in FRESH_METHODS:
-        scores = [p[key] for p in patients]
+    for method, key in (*FRESH_METHODS, *network_method(patients)):
+        scores = [_score(p, key) for p in patients]
         categories = [risk_category(v) for v in scores]
         point = agreement_statistics(scores, truth, categories, truth_category)
         bounds = bootstrap_agreement(scores, truth, categories, truth_category)
@@ -472,7 +515,33 @@ def fresh_table(cohorts: list[tuple[str, list[dict]]]) -> str:
         lines += fresh_rows(name, patients)
     if len(cohorts) > 1:
         lines += fresh_rows("pooled", [p for _, patients in cohorts for p in patients])
-    return "\n".join(lines)
+    return "\n".join(lines + network_verdict(cohorts))
+
+
+def network_verdict(cohorts: list[tuple[str, list[dict]]]) -> list[str]:
+    """Per cohort, whether the network's hybrid score beats the classical one on both ICC
+    and kappa (the scoring issue's target for the hybrid)."""
+    if not cohorts[0][1][0]["network"]:
+        return []
+    better = []
+    for name, patients in cohorts:
+        truth = [p["truth"] for p in patients]
+        truth_category = [p["truth_category"] for p in patients]
+        point = {}
+        for key in ("classical", "hybrid"):
+            scores = [_score(p, key) for p in patients]
+            categories = [risk_category(v) for v in scores]
+            point[key] = agreement_statistics(scores, truth, categories, truth_category)
+        if all(point["hybrid"][k] > point["classical"][k] for k in ("icc", "kappa_linear")):
+            better.append(name)
+    return [
+        "",
+        (
+            f"The network's hybrid score is better than the classical one on both ICC and "
+            f"kappa on {len(better)} of {len(cohorts)} cohorts"
+            f"{': ' if better else ''}{', '.join(better)}."
+        ),
+    ]
 
 
 def _describe(p: dict) -> str:
@@ -490,7 +559,7 @@ def run_cohort(parser, args) -> tuple[list[dict], float, str]:
     patients, seconds = score_cohort(
         args,
         "cacflow-agatston-",
-        lambda cohort, pid: score_patient(cohort, pid, settings),
+        lambda cohort, pid: score_patient(cohort, pid, settings, args.model, args.threshold),
         _describe,
     )
     return patients, seconds, cohort_details(args, settings)
@@ -504,14 +573,29 @@ def main(argv: list[str] | None = None) -> None:
         help="K cohorts of seeds never used, drawn from the clock and registered in "
         "benchmarks/used_seeds.tsv (--seed, --pixel-spacing and --slice-thickness are ignored)",
     )  # fmt: skip
+    parser.add_argument(
+        "--model", type=Path, help="a trained model.keras: its hybrid score beside the classical"
+    )
+    parser.add_argument("--threshold", type=float, default=DEFAULT_HYBRID_THRESHOLD)
+    parser.add_argument("--training", default="", help="how the model was trained (recorded)")
     parser.add_argument("--record", action="store_true", help="append to docs/benchmarks.md")
     args = parser.parse_args(argv)
+    if args.model and not args.model.is_file():
+        parser.error(f"--model {args.model}: no such file")
+    network = (
+        f"; hybrid score of {args.model}, threshold {args.threshold:g}"
+        + (f", trained: {args.training}" if args.training else "")
+        if args.model
+        else ""
+    )
     if args.fresh is None:
         patients, seconds, details = run_cohort(parser, args)
         table = markdown_tables(patients) + "\n\n" + artery_table([(str(args.seed), patients)])
         print(table)
         if args.record:
-            details += f"; synthesis, ingest, segmentation and scoring took {seconds:.0f} s"
+            details += (
+                f"{network}; synthesis, ingest, segmentation and scoring took {seconds:.0f} s"
+            )
             append_section("agatston_agreement", details, table)
         return
     if args.fresh < 2 or args.patients < FRESH_MIN_PATIENTS:
@@ -538,7 +622,7 @@ def main(argv: list[str] | None = None) -> None:
             f"never used before (benchmarks/used_seeds.tsv): {'; '.join(described)}; "
             f"[95 % patient-bootstrap intervals, 1000 resamples]; a lesion is an 8-connected "
             f"component of one slice at >= 130 HU and >= 1 mm^2 (the Agatston lesion), found "
-            f"when the score's lesions overlap it; {total:.0f} s"
+            f"when the score's lesions overlap it{network}; {total:.0f} s"
         )
         append_section("agatston_agreement --fresh", details, table)
 

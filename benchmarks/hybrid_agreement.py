@@ -47,10 +47,19 @@ ICC_TARGET, KAPPA_TARGET = 0.95, 0.90
 
 def score_patient(cohort: Path, pid: str, settings, model: Path, threshold: float) -> dict:
     truth = synth_patient(cohort, pid, settings)
-    prediction = predict_study(
-        model, cohort / "dicom" / pid, cohort / "out" / pid, threshold=threshold, patient_id=pid
-    )
+    scores = predicted_scores(cohort, pid, truth, model, threshold)
     shutil.rmtree(cohort / "dicom" / pid)  # ~35 MB a patient
+    return scores
+
+
+def predicted_scores(cohort: Path, pid: str, truth: dict, model: Path, threshold: float) -> dict:
+    """Classical and hybrid scores of `cacflow predict` on a synthesized patient (its DICOM in
+    ``cohort/dicom/<pid>``), beside the truth row `synth_patient` returned."""
+    out = cohort / "out" / pid
+    prediction = predict_study(
+        model, cohort / "dicom" / pid, out, threshold=threshold, patient_id=pid
+    )
+    shutil.rmtree(out)
     totals = prediction.record["totals"]
     lesions = prediction.record["lesions"]
     return {
