@@ -371,6 +371,14 @@ def test_max_resize_keeps_a_small_lesion_bright():
     assert np.median(brightest) == pytest.approx(60, abs=1)  # the background stays as it was
     with pytest.raises(ValueError, match="resize must be one of"):
         PipelineSettings(resize="bicubic")
+    # A slab's channels (neighbouring slices) shrink each on its own: the lesion on the
+    # middle slice stays bright there only.
+    slab = np.concatenate([np.full_like(image, 60), image, np.full_like(image, 60)], axis=-1)
+    for method in ("area", "max"):
+        shrunk = model_resize(tf.constant(slab), 75, method).numpy()
+        alone = model_resize(tf.constant(image), 75, method).numpy()[..., 0]
+        np.testing.assert_allclose(shrunk[..., 1], alone, atol=1e-4)
+        np.testing.assert_allclose(shrunk[..., [0, 2]], 60, atol=1e-3)
 
 
 def test_slab_images_reach_the_model_as_stored(segmented, tmp_path):
