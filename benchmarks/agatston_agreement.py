@@ -73,8 +73,8 @@ from _common import (
     score_cohort,
 )
 from _seeds import draw_fresh_seeds
+from hybrid_agreement import better_on_both, predicted_scores
 from hybrid_agreement import markdown_tables as hybrid_tables
-from hybrid_agreement import predicted_scores
 
 from cacflow.dicom.ingest import read_study, volume_of
 from cacflow.imaging.geometry import heart_box, tile_boxes
@@ -290,24 +290,22 @@ def _score(p: dict, key: str) -> float:
 
 
 def score_rows(patients: list[dict]) -> list[dict]:
-    """Merged-table rows (cacflow.scoring.scoring.MERGED_COLUMNS) of both scores, the
-    diagnostics and the network's hybrid score where there is one."""
+    """Merged-table rows (cacflow.scoring.scoring.MERGED_COLUMNS) of both scores and the
+    diagnostics (the network's hybrid score has its own table: `network_lines`)."""
     rows = []
     for method, key in (
         (STANDARD_METHOD, "standard"),
         (CLASSICAL, "classical"),
         (ORACLE, "coronary_in_mask"),
         (CEILING, "ceiling"),
-        *network_method(patients),
     ):
         for p in patients:
-            score = _score(p, key)
             rows.append(
                 {
                     "patient_id": p["patient_id"],
                     "method": method,
-                    "agatston": score,
-                    "risk_category": risk_category(score),
+                    "agatston": p[key],
+                    "risk_category": risk_category(p[key]),
                     "truth_agatston": p["truth"],
                     "truth_risk_category": p["truth_category"],
                 }
@@ -519,21 +517,13 @@ def fresh_table(cohorts: list[tuple[str, list[dict]]]) -> str:
 
 
 def network_verdict(cohorts: list[tuple[str, list[dict]]]) -> list[str]:
-    """Per cohort, whether the network's hybrid score beats the classical one on both ICC
-    and kappa (the scoring issue's target for the hybrid)."""
+    """How many cohorts the network's hybrid score beats the classical one on both ICC and
+    kappa (the scoring issue's target for the hybrid)."""
     if not cohorts[0][1][0]["network"]:
         return []
-    better = []
-    for name, patients in cohorts:
-        truth = [p["truth"] for p in patients]
-        truth_category = [p["truth_category"] for p in patients]
-        point = {}
-        for key in ("classical", "hybrid"):
-            scores = [_score(p, key) for p in patients]
-            categories = [risk_category(v) for v in scores]
-            point[key] = agreement_statistics(scores, truth, categories, truth_category)
-        if all(point["hybrid"][k] > point["classical"][k] for k in ("icc", "kappa_linear")):
-            better.append(name)
+    better = [
+        name for name, patients in cohorts if better_on_both([p["network"] for p in patients])
+    ]
     return [
         "",
         (
@@ -582,6 +572,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.model and not args.model.is_file():
         parser.error(f"--model {args.model}: no such file")
+    if args.training and not args.model:
+        parser.error("--training describes a --model: give both")
+    cores = "all for the network's inference, one otherwise" if args.model else "one"
     network = (
         f"; hybrid score of {args.model}, threshold {args.threshold:g}"
         + (f", trained: {args.training}" if args.training else "")
@@ -596,7 +589,7 @@ def main(argv: list[str] | None = None) -> None:
             details += (
                 f"{network}; synthesis, ingest, segmentation and scoring took {seconds:.0f} s"
             )
-            append_section("agatston_agreement", details, table)
+            append_section("agatston_agreement", details, table, cores)
         return
     if args.fresh < 2 or args.patients < FRESH_MIN_PATIENTS:
         parser.error(f"--fresh needs K >= 2 cohorts of --patients >= {FRESH_MIN_PATIENTS}")
@@ -624,7 +617,7 @@ def main(argv: list[str] | None = None) -> None:
             f"component of one slice at >= 130 HU and >= 1 mm^2 (the Agatston lesion), found "
             f"when the score's lesions overlap it{network}; {total:.0f} s"
         )
-        append_section("agatston_agreement --fresh", details, table)
+        append_section("agatston_agreement --fresh", details, table, cores)
 
 
 if __name__ == "__main__":
