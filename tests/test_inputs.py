@@ -424,5 +424,8 @@ def test_slab_images_reach_the_model_as_stored(segmented, tmp_path):
         with Image.open(augmented_root / row["path"]) as image:
             grey = np.asarray(image)
         assert np.array_equal(rgb[..., 0], grey)
+        # The third channel (half the grey) moved with it, up to the interpolation's rounding.
+        half = rgb[..., 2].astype(int) - grey.astype(int) // 2
+        assert np.abs(half).max() <= 1
     with pytest.raises(ValueError, match="3 channels, but the model takes 1"):
         build_pipeline(table, PipelineSettings(channels=1), False, 1)
