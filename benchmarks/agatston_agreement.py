@@ -253,6 +253,7 @@ def score_patient(
         "pixel_mm": float(truth_row["pixel_spacing_mm"]),
         "slice_mm": float(truth_row["slice_thickness_mm"]),
         "network": network,
+        "hybrid": network["hybrid"] if network else None,
     }
 
 
@@ -283,10 +284,6 @@ def network_method(patients: list[dict]) -> list[tuple[str, str]]:
     """(method, key) of the trained network's hybrid score where the patients have one."""
     network = patients[0]["network"]
     return [(f"{network['method']} (network)", "hybrid")] if network else []
-
-
-def _score(p: dict, key: str) -> float:
-    return p["network"]["hybrid"] if key == "hybrid" else p[key]
 
 
 def score_rows(patients: list[dict]) -> list[dict]:
@@ -444,7 +441,7 @@ def fresh_rows(name: str, patients: list[dict]) -> list[str]:
     truth_category = [p["truth_category"] for p in patients]
     lines = []
     for method, key in (*FRESH_METHODS, *network_method(patients)):
-        scores = [_score(p, key) for p in patients]
+        scores = [p[key] for p in patients]
         categories = [risk_category(v) for v in scores]
         point = agreement_statistics(scores, truth, categories, truth_category)
         bounds = bootstrap_agreement(scores, truth, categories, truth_category)
