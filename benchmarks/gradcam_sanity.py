@@ -7,8 +7,10 @@ benchmark scores, on the true-positive calcium images of a finished run's tuning
 (`cacflow.learning.map_checks`): the report's map
 (`evaluation.gradcam_method` at the layer `gradcam_min_cells` picks) and its Guided
 Grad-CAM, each from the trained network and from the network re-initialised above the map's
-layer, with the rank correlation between the two; and the image alone (brightness above the
-middle of the window), which needs no network.
+layer, with the rank correlation between the two; the report's map squared, a control of how
+much the share owes to the map's contrast rather than to where its heat lies (the peak stays
+where it was); and the image alone (brightness above the middle of the window), which needs
+no network.
 
     .venv/bin/python benchmarks/gradcam_sanity.py --workdir W [--dataset cropped]
         [--models resnet50 ...] [--splits validation test] [--method layercam]
@@ -81,6 +83,10 @@ def main(argv: list[str] | None = None) -> None:
             checked.method: (checked.trained, checked.randomised)
             for checked in checked_maps(model, images, layer, method)
         }
+        # The share is not invariant to the map's contrast: squaring the same map moves
+        # heat from its faint spread to its peak, which the share rewards.
+        trained, randomised = maps[method]
+        maps[f"{method} squared (contrast control)"] = (trained**2, randomised**2)
         maps["image brightness (no network)"] = (brightness, brightness)
         for name, (trained, randomised) in maps.items():
             shares = [
