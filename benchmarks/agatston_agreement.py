@@ -63,6 +63,7 @@ import argparse
 import copy
 import shutil
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from _common import (
@@ -78,6 +79,7 @@ from hybrid_agreement import markdown_tables as hybrid_tables
 
 from cacflow.dicom.ingest import read_study, volume_of
 from cacflow.imaging.geometry import heart_box, tile_boxes
+from cacflow.imaging.volume import Volume
 from cacflow.pipeline import StudySettings, segment_volume
 from cacflow.scoring.agatston import THRESHOLD_HU, agatston_score, risk_category
 from cacflow.scoring.agreement import agreement_rows, agreement_statistics, bootstrap_agreement
@@ -94,6 +96,7 @@ from cacflow.scoring.scoring import (
     DEFAULT_HYBRID_THRESHOLD,
     EXCLUSION_RULES,
     STANDARD,
+    PatientScore,
     ScoringSettings,
     classical_score,
     hybrid_scores,
@@ -171,26 +174,43 @@ def artery_agreement(labelled: list, lesion_rows: list[dict]) -> tuple[float, fl
     return true, right
 
 
-def score_patient(
-    cohort: Path, pid: str, settings: SynthSettings, model: Path | None, threshold: float
-) -> dict:
-    truth_row = synth_patient(cohort, pid, settings)
-    network = predicted_scores(cohort, pid, truth_row, model, threshold) if model else None
+class ScoredStudy(NamedTuple):
+    """A synthesized patient through the workflow's per-patient calls, beside its truth."""
+
+    volume: Volume
+    heart_mask: np.ndarray
+    classical: PatientScore
+    truth_map: LesionMap
+    kinds: np.ndarray  # `kind_map`
+
+
+def scored_study(cohort: Path, pid: str) -> ScoredStudy:
+    """Ingest, heart mask and classical score (config.yaml's defaults) of the synthesized
+    patient `pid` of `cohort` (its DICOM and truth written by `synth_patient`)."""
     study = StudySettings()
     report = read_study(cohort / "dicom" / pid, pid, study.ingest)
     if not report.accepted:
         raise RuntimeError(f"{pid}: refused at ingest: {report.error.reason}")
     volume = volume_of(report.ct)
     heart_mask = segment_volume(volume, study.segmentation)
-    geometry = (volume.pixel_spacing_mm, volume.slice_spacing_mm)
-    grid = study.datasets.grid
-    classical = classical_score(pid, volume, heart_mask, grid)
-    standard = classical_score(pid, volume, heart_mask, grid, settings=STANDARD)
-    scores = {"classical": classical.row["agatston"], "standard": standard.row["agatston"]}
+    classical = classical_score(pid, volume, heart_mask, study.datasets.grid)
     truth_path = cohort / "truth" / f"{pid}.npz"
     truth_map = read_lesion_map(truth_path, volume.instance_numbers)
-    coronary = truth_map.coronary_mask()
     kinds = kind_map(truth_path, volume.instance_numbers, truth_map)
+    return ScoredStudy(volume, heart_mask, classical, truth_map, kinds)
+
+
+def score_patient(
+    cohort: Path, pid: str, settings: SynthSettings, model: Path | None, threshold: float
+) -> dict:
+    truth_row = synth_patient(cohort, pid, settings)
+    network = predicted_scores(cohort, pid, truth_row, model, threshold) if model else None
+    volume, heart_mask, classical, truth_map, kinds = scored_study(cohort, pid)
+    geometry = (volume.pixel_spacing_mm, volume.slice_spacing_mm)
+    grid = StudySettings().datasets.grid
+    standard = classical_score(pid, volume, heart_mask, grid, settings=STANDARD)
+    scores = {"classical": classical.row["agatston"], "standard": standard.row["agatston"]}
+    coronary = truth_map.coronary_mask()
     filtered = classical.filtered
     calcium = coronary & heart_mask & (volume.hu >= THRESHOLD_HU)
     tiles = perfect_tile_calls(pid, calcium, heart_mask, volume.instance_numbers, grid)

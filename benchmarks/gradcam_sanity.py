@@ -66,8 +66,8 @@ def main(argv: list[str] | None = None) -> None:
     min_cells = args.min_cells or int(evaluation["gradcam_min_cells"])
     root, manifest, folders = trained_networks(args)
     lines = [
-        "| network | map | layer | images | heat within 5 mm, trained | above the layer random | rank correlation, trained vs random |",
-        "|---|---|---|---:|---:|---:|---:|",
+        "| network | map | layer | images | heat within 5 mm, trained | above the layer random | peak within 5 mm, trained | rank correlation, trained vs random |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
     ]  # fmt: skip
     start = time.perf_counter()
     for folder, prep, model, predictions in loaded_networks(args, folders):
@@ -84,20 +84,22 @@ def main(argv: list[str] | None = None) -> None:
             for checked in checked_maps(model, images, layer, method)
         }
         # The share is not invariant to the map's contrast: squaring the same map moves
-        # heat from its faint spread to its peak, which the share rewards.
+        # heat from its faint spread to its peak, which the share rewards (the peak column
+        # shows where each map's maximum lies).
         trained, randomised = maps[method]
         maps[f"{method} squared (contrast control)"] = (trained**2, randomised**2)
         maps["image brightness (no network)"] = (brightness, brightness)
         for name, (trained, randomised) in maps.items():
-            shares = [
-                heat_near_lesions(m, lesions, pixel_mm, POINTING_RADIUS_MM).shares
+            pointing = [
+                heat_near_lesions(m, lesions, pixel_mm, POINTING_RADIUS_MM)
                 for m in (trained, randomised)
             ]
-            share = [np.nanmean(x) for x in shares]
-            scored = int(np.sum(~np.isnan(shares[0])))
+            share = [np.nanmean(x.shares) for x in pointing]
+            scored = int(np.sum(~np.isnan(pointing[0].shares)))
             line = (
                 f"| {folder.name} | {name} | {layer} ({map_cells(model, layer)}) | {scored} | "
-                f"{share[0]:.3f} | {share[1]:.3f} | {_rank_correlation(trained, randomised):.2f} |"
+                f"{share[0]:.3f} | {share[1]:.3f} | {np.nanmean(pointing[0].hits):.3f} | "
+                f"{_rank_correlation(trained, randomised):.2f} |"
             )
             print(line, flush=True)
             lines.append(line)

@@ -2,13 +2,16 @@
 classifier that knew a lesion's place in the heart tell the two apart?
 
 Each patient of a synthetic cohort goes through the workflow's library calls (synthetic DICOM,
-ingest, heart mask, `classical_score` with the defaults of config.yaml). Each lesion the
-classical score keeps is labelled by what the phantom put under most of its pixels (coronary,
-non-coronary: aortic wall or valve, mitral annulus; `agatston_agreement.kind_map`) and placed
-by what a tile classifier could be told: its tile of the 3x3 grid, its height below the top
-slice of the heart mask (mm), and its depth inside the slice's heart mask (mm from the mask's
-edge). The table gives both kinds by tile and the quartiles of height and depth, then each
-non-coronary lesion with the coronary lesions of its tile within 10 mm of its height.
+ingest, heart mask, `classical_score` with the defaults of config.yaml;
+`agatston_agreement.scored_study`). Each lesion the classical score keeps is labelled by what
+the phantom put under most of its pixels (coronary, or non-coronary: aortic wall or valve,
+mitral annulus; `agatston_agreement.kind_map`) and placed by what a tile classifier could be
+told: the tiles of the 3x3 grid that show it (the lesion table's, which the hybrid score
+uses), its height below the top slice of the heart mask (mm) and the depth of its centroid
+inside the slice's heart mask (mm from the mask's edge). The table gives both kinds by tile
+(a lesion counts in each tile that shows it) with the medians and quartiles of height and
+depth, then each non-coronary lesion with the number of coronary lesions of the whole cohort
+that share a tile with it within 10 mm of its height.
 
     .venv/bin/python benchmarks/noncoronary_positions.py [--patients 30] [--seed 2021]
         [--pixel-spacing 0.5 0.8] [--slice-thickness 3.0] [--record]
@@ -32,15 +35,11 @@ from _common import (
     cohort_settings,
     score_cohort,
 )
-from agatston_agreement import KINDS, kind_map
+from agatston_agreement import KINDS, scored_study
 from scipy import ndimage
 
-from cacflow.dicom.ingest import read_study, volume_of
-from cacflow.imaging.geometry import heart_box
-from cacflow.pipeline import StudySettings, segment_volume
+from cacflow.pipeline import StudySettings
 from cacflow.scoring.agatston import agatston_score
-from cacflow.scoring.reference import read_lesion_map
-from cacflow.scoring.scoring import classical_score
 from cacflow.synthetic.synth import synth_patient
 
 COMPARED = ("coronary", "noncoronary")
@@ -50,46 +49,43 @@ NEAR_HEIGHT_MM = 10.0
 
 def lesion_places(cohort: Path, pid: str, settings) -> list[dict]:
     """The classical score's coronary and non-coronary lesions of one synthetic patient, each
-    with its score, tile, height below the heart's top slice and depth inside the mask."""
+    with its score, tiles, height below the heart's top slice and depth inside the mask."""
     synth_patient(cohort, pid, settings)
-    study = StudySettings()
-    report = read_study(cohort / "dicom" / pid, pid, study.ingest)
-    if not report.accepted:
-        raise RuntimeError(f"{pid}: refused at ingest: {report.error.reason}")
-    volume = volume_of(report.ct)
-    heart = segment_volume(volume, study.segmentation)
-    grid = study.datasets.grid
-    classical = classical_score(pid, volume, heart, grid)
-    truth_path = cohort / "truth" / f"{pid}.npz"
-    kinds = kind_map(
-        truth_path, volume.instance_numbers, read_lesion_map(truth_path, volume.instance_numbers)
-    )
-    lesions = agatston_score(
-        volume.hu,
-        classical.filtered.region,
-        volume.pixel_spacing_mm,
-        volume.slice_spacing_mm,
-        lesion_labels=kinds,
-    ).lesions
+    volume, heart, classical, _, kinds = scored_study(cohort, pid)
+    kind_of = {
+        (
+            lesion.slice_index,
+            round(lesion.centroid_row, 2),
+            round(lesion.centroid_col, 2),
+        ): lesion.label
+        for lesion in agatston_score(
+            volume.hu,
+            classical.filtered.region,
+            volume.pixel_spacing_mm,
+            volume.slice_spacing_mm,
+            lesion_labels=kinds,
+        ).lesions
+    }
     top = int(np.flatnonzero(heart.any(axis=(1, 2)))[0])
-    pixel_mm = float(np.mean(volume.pixel_spacing_mm))
+    depths: dict[int, np.ndarray] = {}
     places = []
-    for lesion in lesions:
-        if lesion.label not in KIND_NAMES:
+    for row in classical.lesions:
+        k = row["slice_index"]
+        label = kind_of[(k, row["centroid_row"], row["centroid_col"])]
+        if label not in KIND_NAMES:
             continue
-        k, row, col = lesion.slice_index, lesion.centroid_row, lesion.centroid_col
-        r0, r1, c0, c1 = heart_box(heart[k], grid)
-        tile_row = min(grid - 1, int((row - r0) * grid / (r1 - r0)))
-        tile_col = min(grid - 1, int((col - c0) * grid / (c1 - c0)))
-        depth = ndimage.distance_transform_edt(heart[k])[round(row), round(col)] * pixel_mm
+        if k not in depths:
+            depths[k] = ndimage.distance_transform_edt(heart[k], sampling=volume.pixel_spacing_mm)
         places.append(
             {
                 "patient_id": pid,
-                "kind": KIND_NAMES[lesion.label],
-                "score": lesion.score,
-                "tile": 1 + tile_row * grid + tile_col,
+                "kind": KIND_NAMES[label],
+                "score": row["score"],
+                "tiles": {int(t) for t in row["tiles"].split(",") if t},
                 "height_mm": (k - top) * float(volume.slice_spacing_mm),
-                "depth_mm": float(depth),
+                "depth_mm": float(
+                    depths[k][round(row["centroid_row"]), round(row["centroid_col"])]
+                ),
             }
         )
     shutil.rmtree(cohort / "dicom" / pid)
@@ -103,14 +99,14 @@ def _quartiles(values: list[float]) -> str:
     return f"{q[1]:.0f} ({q[0]:.0f}-{q[2]:.0f})"
 
 
-def markdown_tables(places: list[dict], grid: int = 3) -> str:
+def markdown_tables(places: list[dict], grid: int) -> str:
     lines = [
-        "| kind | lesions | score | lesions per tile (1..9) | height below the heart's top, mm, median (quartiles) | depth inside the mask, mm |",
+        f"| kind | lesions | score | lesions per tile (1..{grid * grid}) | height below the heart's top, mm, median (quartiles) | depth inside the mask, mm, median (quartiles) |",
         "|---|---:|---:|---|---|---|",
     ]  # fmt: skip
     for kind in KIND_NAMES.values():
         rows = [p for p in places if p["kind"] == kind]
-        per_tile = [sum(p["tile"] == t for p in rows) for t in range(1, grid * grid + 1)]
+        per_tile = [sum(t in p["tiles"] for p in rows) for t in range(1, grid * grid + 1)]
         lines.append(
             f"| {kind} | {len(rows)} | {sum(p['score'] for p in rows):.0f} | "
             f"{' '.join(map(str, per_tile))} | {_quartiles([p['height_mm'] for p in rows])} | "
@@ -119,16 +115,16 @@ def markdown_tables(places: list[dict], grid: int = 3) -> str:
     coronary = [p for p in places if p["kind"] == "coronary"]
     lines += [
         "",
-        f"| non-coronary lesion | score | tile | height, mm | depth, mm | coronary lesions of the cohort in its tile within {NEAR_HEIGHT_MM:g} mm of its height |",
+        f"| non-coronary lesion | score | tiles | height, mm | depth, mm | coronary lesions of the cohort sharing a tile within {NEAR_HEIGHT_MM:g} mm of its height |",
         "|---|---:|---:|---:|---:|---:|",
     ]  # fmt: skip
     for p in (p for p in places if p["kind"] == "noncoronary"):
         near = sum(
-            c["tile"] == p["tile"] and abs(c["height_mm"] - p["height_mm"]) <= NEAR_HEIGHT_MM
+            bool(c["tiles"] & p["tiles"]) and abs(c["height_mm"] - p["height_mm"]) <= NEAR_HEIGHT_MM
             for c in coronary
         )
         lines.append(
-            f"| {p['patient_id']} | {p['score']:.1f} | {p['tile']} | {p['height_mm']:.1f} | "
+            f"| {p['patient_id']} | {p['score']:.1f} | {','.join(map(str, sorted(p['tiles'])))} | {p['height_mm']:.1f} | "
             f"{p['depth_mm']:.1f} | {near} |"
         )
     return "\n".join(lines)
@@ -146,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
         lambda cohort, pid: lesion_places(cohort, pid, settings),
         lambda rows: f"{sum(p['kind'] == 'noncoronary' for p in rows)} non-coronary of {len(rows)}",
     )
-    table = markdown_tables([p for rows in patients for p in rows])
+    table = markdown_tables([p for rows in patients for p in rows], StudySettings().datasets.grid)
     print(table)
     if args.record:
         details = f"Cohort: {cohort_details(args, settings)}; {seconds:.0f} s"
