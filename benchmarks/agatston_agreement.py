@@ -63,7 +63,6 @@ import argparse
 import copy
 import shutil
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 from _common import (
@@ -74,13 +73,12 @@ from _common import (
     score_cohort,
 )
 from _seeds import draw_fresh_seeds
+from _truth import KINDS, lesion_key, scored_study
 from hybrid_agreement import better_on_both, predicted_scores
 from hybrid_agreement import markdown_tables as hybrid_tables
 
-from cacflow.dicom.ingest import read_study, volume_of
 from cacflow.imaging.geometry import heart_box, tile_boxes
-from cacflow.imaging.volume import Volume
-from cacflow.pipeline import StudySettings, segment_volume
+from cacflow.pipeline import StudySettings
 from cacflow.scoring.agatston import THRESHOLD_HU, agatston_score, risk_category
 from cacflow.scoring.agreement import agreement_rows, agreement_statistics, bootstrap_agreement
 from cacflow.scoring.arteries import (
@@ -91,12 +89,11 @@ from cacflow.scoring.arteries import (
     score_by_artery,
 )
 from cacflow.scoring.lesions import lesion_detection
-from cacflow.scoring.reference import LesionMap, read_lesion_map
+from cacflow.scoring.reference import LesionMap
 from cacflow.scoring.scoring import (
     DEFAULT_HYBRID_THRESHOLD,
     EXCLUSION_RULES,
     STANDARD,
-    PatientScore,
     ScoringSettings,
     classical_score,
     hybrid_scores,
@@ -108,20 +105,6 @@ CLASSICAL = "classical (rules on)"
 STANDARD_METHOD = "standard algorithm in mask (rules off)"
 ORACLE = "coronary in mask (diagnostic)"
 CEILING = "hybrid, perfect tile classifier (diagnostic)"
-
-
-KINDS = ("coronary", "noncoronary", "outside_heart", "inside_heart")
-
-
-def kind_map(truth_path: Path, instance_numbers: np.ndarray, truth: LesionMap) -> np.ndarray:
-    """Per pixel, 1 + the index in KINDS of what the phantom put there."""
-    with np.load(truth_path) as data:
-        index = {int(n): k for k, n in enumerate(data["instance_numbers"])}
-        noncoronary = data["noncoronary_calcium"][[index[int(n)] for n in instance_numbers]]
-    kinds = np.where(truth.heart_mask.astype(bool), 4, 3).astype(np.int8)
-    kinds[noncoronary.astype(bool)] = 2
-    kinds[truth.coronary_mask()] = 1
-    return kinds
 
 
 def artery_labels(truth: LesionMap) -> np.ndarray:
@@ -163,41 +146,16 @@ def artery_agreement(labelled: list, lesion_rows: list[dict]) -> tuple[float, fl
     """(true coronary score of the `labelled` lesions (`true_arteries`), the part of it on
     the lesions the score's rows assigned to their true artery)."""
     assigned = {
-        (r["slice_index"], r["centroid_row"], r["centroid_col"]): r["artery"] for r in lesion_rows
+        lesion_key(r["slice_index"], r["centroid_row"], r["centroid_col"]): r["artery"]
+        for r in lesion_rows
     }
     true = right = 0.0
     for lesion in labelled:
         if lesion.label:
-            key = (lesion.slice_index, round(lesion.centroid_row, 2), round(lesion.centroid_col, 2))
+            key = lesion_key(lesion.slice_index, lesion.centroid_row, lesion.centroid_col)
             true += lesion.score
             right += lesion.score * (assigned.get(key) == ARTERIES[lesion.label - 1])
     return true, right
-
-
-class ScoredStudy(NamedTuple):
-    """A synthesized patient through the workflow's per-patient calls, beside its truth."""
-
-    volume: Volume
-    heart_mask: np.ndarray
-    classical: PatientScore
-    truth_map: LesionMap
-    kinds: np.ndarray  # `kind_map`
-
-
-def scored_study(cohort: Path, pid: str) -> ScoredStudy:
-    """Ingest, heart mask and classical score (config.yaml's defaults) of the synthesized
-    patient `pid` of `cohort` (its DICOM and truth written by `synth_patient`)."""
-    study = StudySettings()
-    report = read_study(cohort / "dicom" / pid, pid, study.ingest)
-    if not report.accepted:
-        raise RuntimeError(f"{pid}: refused at ingest: {report.error.reason}")
-    volume = volume_of(report.ct)
-    heart_mask = segment_volume(volume, study.segmentation)
-    classical = classical_score(pid, volume, heart_mask, study.datasets.grid)
-    truth_path = cohort / "truth" / f"{pid}.npz"
-    truth_map = read_lesion_map(truth_path, volume.instance_numbers)
-    kinds = kind_map(truth_path, volume.instance_numbers, truth_map)
-    return ScoredStudy(volume, heart_mask, classical, truth_map, kinds)
 
 
 def score_patient(

@@ -39,12 +39,61 @@ from _common import (
     run_images_details,
     trained_networks,
 )
-from scipy import stats
+from scipy import ndimage, stats
 
 from cacflow.imaging.png import slice_grey
+from cacflow.imaging.windowing import window_to_uint8
 from cacflow.learning.gradcam import gradcam_layer_name, map_cells
 from cacflow.learning.map_checks import checked_maps, normalised
-from cacflow.learning.pointing import POINTING_RADIUS_MM, heat_near_lesions, true_positive_tiles
+from cacflow.learning.pointing import (
+    POINTING_RADIUS_MM,
+    heat_at,
+    heat_near_lesions,
+    true_positive_tiles,
+)
+from cacflow.scoring.agatston import THRESHOLD_HU
+
+REGIONS = (
+    f"within {POINTING_RADIUS_MM:g} mm of a lesion",
+    "within 2 mm of other calcium-bright pixels",
+    "outside the heart mask (black)",
+    "within 3 mm inside the mask's edge",
+    "other heart tissue",
+)
+
+
+def heat_by_region(
+    cams: np.ndarray,
+    images: np.ndarray,
+    lesions: list[np.ndarray],
+    pixel_mm: list[float],
+    bright_grey: float,
+) -> np.ndarray:
+    """Per map, the share of its heat in each of `REGIONS` of its tile, each region less the
+    ones before it; (n, len(REGIONS)), NaN rows for maps without heat. The black and bright
+    pixels are read from the image at the model's input, enlarged to the lesion mask's size."""
+    shares = np.full((len(cams), len(REGIONS)), np.nan)
+    for i, (cam, image, mask) in enumerate(zip(cams, images, lesions, strict=True)):
+        heat = heat_at(cam, mask.shape)
+        if heat.sum() <= 0:
+            continue
+        zoom = (mask.shape[0] / image.shape[0], mask.shape[1] / image.shape[1])
+        grey = ndimage.zoom(image[..., 0] * 255.0, zoom, order=0)[: mask.shape[0], : mask.shape[1]]
+        mm = float(pixel_mm[i])
+        taken = ndimage.distance_transform_edt(~mask, sampling=mm) <= POINTING_RADIUS_MM
+        bright = (grey >= bright_grey) & ~mask
+        regions = [
+            taken,
+            ndimage.distance_transform_edt(~bright, sampling=mm) <= 2.0,
+            grey == 0,
+            ndimage.distance_transform_edt(grey > 0, sampling=mm) <= 3.0,
+            np.ones_like(mask),
+        ]
+        for j, region in enumerate(regions):
+            region = region & ~taken if j else region
+            shares[i, j] = heat[region].sum() / heat.sum()
+            taken = taken | region
+    return shares
 
 
 def _rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
@@ -65,6 +114,16 @@ def main(argv: list[str] | None = None) -> None:
     method = args.method or evaluation["gradcam_method"]
     min_cells = args.min_cells or int(evaluation["gradcam_min_cells"])
     root, manifest, folders = trained_networks(args)
+    window = yaml.safe_load((REPO_ROOT / "config.yaml").read_text())["datasets"]
+    bright_grey = float(
+        window_to_uint8(
+            np.array([THRESHOLD_HU], float), window["window_center_hu"], window["window_width_hu"]
+        )[0]
+    )
+    regions = [
+        f"| network | images | {' | '.join(REGIONS)} |",
+        "|---|---:|" + "---:|" * len(REGIONS),
+    ]
     lines = [
         "| network | map | layer | images | heat within 5 mm, trained | above the layer random | peak within 5 mm, trained | rank correlation, trained vs random |",
         "|---|---|---|---:|---:|---:|---:|---:|",
@@ -87,6 +146,13 @@ def main(argv: list[str] | None = None) -> None:
         # heat from its faint spread to its peak, which the share rewards (the peak column
         # shows where each map's maximum lies).
         trained, randomised = maps[method]
+        where = heat_by_region(trained, images, lesions, pixel_mm, bright_grey)
+        where = where[~np.isnan(where[:, 0])]
+        regions.append(
+            f"| {folder.name} | {len(where)} | "
+            + " | ".join(f"{v:.3f}" for v in where.mean(axis=0))
+            + " |"
+        )
         maps[f"{method} squared (contrast control)"] = (trained**2, randomised**2)
         maps["image brightness (no network)"] = (brightness, brightness)
         for name, (trained, randomised) in maps.items():
@@ -103,7 +169,12 @@ def main(argv: list[str] | None = None) -> None:
             )
             print(line, flush=True)
             lines.append(line)
-    table = "\n".join(lines)
+    where = (
+        f"Where the heat of the trained network's {method} lies (mean share per map; each "
+        "region less those left of it):\n\n" + "\n".join(regions)
+    )
+    print(where)
+    table = "\n".join(lines) + "\n\n" + where
     if args.record:
         details = (
             f"{run_images_details(args)}; the report's map: "

@@ -8,9 +8,13 @@ less its rules, `ScoringSettings()`) and the hybrid one (the classical lesions a
 calcium shows). Both are compared with the truth by ICC(A,1), linearly weighted kappa over
 the risk categories, Bland-Altman and category accuracy (`cacflow.scoring.agreement`), against the
 targets of the scoring issue: ICC >= 0.95, kappa >= 0.90, and the hybrid better than the
-classical score on both. The cohort should be one the model was not trained on (another
-seed); `benchmarks/agatston_agreement.py` gives the ceiling of the hybrid rule (a perfect
-tile classifier) on the same cohorts.
+classical score on both. A second table labels each classical lesion by what the phantom
+put under most of its pixels (`_truth.lesion_kinds`): per kind, the lesions and points the
+hybrid kept and how sure the network was of the images that show them, then each
+non-coronary lesion kept and each coronary lesion dropped, with the probability of each of
+its images. The cohort should be one the model was not trained on (another seed);
+`benchmarks/agatston_agreement.py` gives the ceiling of the hybrid rule (a perfect tile
+classifier) on the same cohorts.
 
     .venv/bin/python benchmarks/hybrid_agreement.py --model results/models/cropped/resnet50/model.keras
         [--patients 24] [--seed 3131] [--size 512] [--pixel-spacing 0.5 0.8] [--slice-thickness 3.0]
@@ -28,6 +32,7 @@ import argparse
 import shutil
 from pathlib import Path
 
+import numpy as np
 from _common import (
     add_cohort_arguments,
     append_section,
@@ -35,6 +40,7 @@ from _common import (
     cohort_settings,
     score_cohort,
 )
+from _truth import KINDS, lesion_key, lesion_kinds, scored_study
 
 from cacflow.predict import predict_study
 from cacflow.scoring.agatston import risk_category
@@ -48,6 +54,9 @@ ICC_TARGET, KAPPA_TARGET = 0.95, 0.90
 def score_patient(cohort: Path, pid: str, settings, model: Path, threshold: float) -> dict:
     truth = synth_patient(cohort, pid, settings)
     scores = predicted_scores(cohort, pid, truth, model, threshold)
+    kind_of = lesion_kinds(scored_study(cohort, pid))
+    for lesion in scores["lesion_images"]:
+        lesion["kind"] = kind_of[lesion_key(*lesion["key"])]
     shutil.rmtree(cohort / "dicom" / pid)  # ~35 MB a patient
     return scores
 
@@ -62,6 +71,7 @@ def predicted_scores(cohort: Path, pid: str, truth: dict, model: Path, threshold
     shutil.rmtree(out)
     totals = prediction.record["totals"]
     lesions = prediction.record["lesions"]
+    probability = {(i["slice"], i["tile"]): i["probability"] for i in prediction.record["images"]}
     return {
         "patient_id": pid,
         "truth": float(truth["agatston_total"]),
@@ -72,6 +82,22 @@ def predicted_scores(cohort: Path, pid: str, truth: dict, model: Path, threshold
         "lesions": len(lesions),
         "kept": sum(1 for lesion in lesions if lesion["kept_by_hybrid"]),
         "noncoronary": truth["noncoronary_calcifications"],
+        # Each lesion with the probability of each image that shows it (the hybrid keeps it
+        # when one reaches the threshold).
+        "lesion_images": [
+            {
+                "key": (lesion["slice_index"], lesion["centroid_row"], lesion["centroid_col"]),
+                "slice": lesion["slice"],
+                "score": lesion["score"],
+                "kept": lesion["kept_by_hybrid"],
+                "probabilities": {
+                    tile: probability[(lesion["slice"], tile)]
+                    for tile in (0, *lesion["tiles"])
+                    if (lesion["slice"], tile) in probability
+                },
+            }
+            for lesion in lesions
+        ],
     }
 
 
@@ -154,6 +180,48 @@ def markdown_tables(patients: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def lesion_table(patients: list[dict]) -> str:
+    """The hybrid's lesions by what the phantom put under them, then each lesion on which the
+    hybrid and the truth disagree (non-coronary calcium kept, coronary calcium dropped) with
+    the probability of each image that shows it."""
+    lesions = [
+        {**lesion, "patient_id": p["patient_id"]} for p in patients for lesion in p["lesion_images"]
+    ]
+    lines = [
+        "| phantom's calcium | lesions | kept by the hybrid | points | points kept | highest probability of an image showing it, median (min-max) |",
+        "|---|---:|---:|---:|---:|---|",
+    ]  # fmt: skip
+    for kind in KINDS:
+        rows = [lesion for lesion in lesions if lesion["kind"] == kind]
+        if not rows:
+            continue
+        highest = [max(r["probabilities"].values(), default=0.0) for r in rows]
+        lines.append(
+            f"| {kind} | {len(rows)} | {sum(r['kept'] for r in rows)} | "
+            f"{sum(r['score'] for r in rows):.1f} | "
+            f"{sum(r['score'] for r in rows if r['kept']):.1f} | {np.median(highest):.3f} "
+            f"({min(highest):.3f}-{max(highest):.3f}) |"
+        )
+    wrong = [
+        lesion
+        for lesion in lesions
+        if lesion["kept"] != (lesion["kind"] == "coronary")
+        and lesion["kind"] in ("coronary", "noncoronary")
+    ]
+    lines += [
+        "",
+        "| patient | slice | phantom's calcium | score | hybrid | probability per image (tile: P) |",
+        "|---|---:|---|---:|---|---|",
+    ]
+    for r in wrong:
+        shown = ", ".join(f"{tile}: {p:.3f}" for tile, p in sorted(r["probabilities"].items()))
+        lines.append(
+            f"| {r['patient_id']} | {r['slice']} | {r['kind']} | {r['score']:.1f} | "
+            f"{'kept' if r['kept'] else 'dropped'} | {shown} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True, help="a trained model.keras")
@@ -174,7 +242,7 @@ def main(argv: list[str] | None = None) -> None:
             f"({p['kept']}/{p['lesions']} lesions kept)"
         ),
     )
-    table = markdown_tables(patients)
+    table = f"{markdown_tables(patients)}\n\n{lesion_table(patients)}"
     print(table)
     if args.record:
         details = (

@@ -3,9 +3,9 @@ classifier that knew a lesion's place in the heart tell the two apart?
 
 Each patient of a synthetic cohort goes through the workflow's library calls (synthetic DICOM,
 ingest, heart mask, `classical_score` with the defaults of config.yaml;
-`agatston_agreement.scored_study`). Each lesion the classical score keeps is labelled by what
+`_truth.scored_study`). Each lesion the classical score keeps is labelled by what
 the phantom put under most of its pixels (coronary, or non-coronary: aortic wall or valve,
-mitral annulus; `agatston_agreement.kind_map`) and placed by what a tile classifier could be
+mitral annulus; `_truth.lesion_kinds`) and placed by what a tile classifier could be
 told: the tiles of the 3x3 grid that show it (the lesion table's, which the hybrid score
 uses), its height below the top slice of the heart mask (mm) and the depth of its centroid
 inside the slice's heart mask (mm from the mask's edge). The table gives both kinds by tile
@@ -35,15 +35,13 @@ from _common import (
     cohort_settings,
     score_cohort,
 )
-from agatston_agreement import KINDS, scored_study
+from _truth import lesion_key, lesion_kinds, scored_study
 from scipy import ndimage
 
 from cacflow.pipeline import StudySettings
-from cacflow.scoring.agatston import agatston_score
 from cacflow.synthetic.synth import synth_patient
 
 COMPARED = ("coronary", "noncoronary")
-KIND_NAMES = {1 + KINDS.index(kind): kind for kind in COMPARED}  # kind_map's codes
 NEAR_HEIGHT_MM = 10.0
 
 
@@ -51,35 +49,23 @@ def lesion_places(cohort: Path, pid: str, settings) -> list[dict]:
     """The classical score's coronary and non-coronary lesions of one synthetic patient, each
     with its score, tiles, height below the heart's top slice and depth inside the mask."""
     synth_patient(cohort, pid, settings)
-    volume, heart, classical, _, kinds = scored_study(cohort, pid)
-    kind_of = {
-        (
-            lesion.slice_index,
-            round(lesion.centroid_row, 2),
-            round(lesion.centroid_col, 2),
-        ): lesion.label
-        for lesion in agatston_score(
-            volume.hu,
-            classical.filtered.region,
-            volume.pixel_spacing_mm,
-            volume.slice_spacing_mm,
-            lesion_labels=kinds,
-        ).lesions
-    }
+    scored = scored_study(cohort, pid)
+    volume, heart, classical = scored.volume, scored.heart_mask, scored.classical
+    kind_of = lesion_kinds(scored)
     top = int(np.flatnonzero(heart.any(axis=(1, 2)))[0])
     depths: dict[int, np.ndarray] = {}
     places = []
     for row in classical.lesions:
         k = row["slice_index"]
-        label = kind_of[(k, row["centroid_row"], row["centroid_col"])]
-        if label not in KIND_NAMES:
+        kind = kind_of[lesion_key(k, row["centroid_row"], row["centroid_col"])]
+        if kind not in COMPARED:
             continue
         if k not in depths:
             depths[k] = ndimage.distance_transform_edt(heart[k], sampling=volume.pixel_spacing_mm)
         places.append(
             {
                 "patient_id": pid,
-                "kind": KIND_NAMES[label],
+                "kind": kind,
                 "score": row["score"],
                 "tiles": {int(t) for t in row["tiles"].split(",") if t},
                 "height_mm": (k - top) * float(volume.slice_spacing_mm),
@@ -104,7 +90,7 @@ def markdown_tables(places: list[dict], grid: int) -> str:
         f"| kind | lesions | score | lesions per tile (1..{grid * grid}) | height below the heart's top, mm, median (quartiles) | depth inside the mask, mm, median (quartiles) |",
         "|---|---:|---:|---|---|---|",
     ]  # fmt: skip
-    for kind in KIND_NAMES.values():
+    for kind in COMPARED:
         rows = [p for p in places if p["kind"] == kind]
         per_tile = [sum(t in p["tiles"] for p in rows) for t in range(1, grid * grid + 1)]
         lines.append(

@@ -42,16 +42,19 @@ def heat_near_lesions(
     hits = np.full(len(cams), np.nan)
     for i, (cam, mask) in enumerate(zip(cams, lesion_masks, strict=True)):
         mask = np.asarray(mask, bool)
-        heat = ndimage.zoom(
-            cam, (mask.shape[0] / cam.shape[0], mask.shape[1] / cam.shape[1]), order=1
-        )
-        heat = np.clip(heat[: mask.shape[0], : mask.shape[1]], 0.0, None)
+        heat = heat_at(cam, mask.shape)
         if heat.sum() <= 0 or not mask.any():
             continue
         near = ndimage.distance_transform_edt(~mask, sampling=float(pixel_mm[i])) <= radius_mm
         shares[i] = heat[near].sum() / heat.sum()
         hits[i] = float(near.flat[np.argmax(heat)])
     return Pointing(shares, hits)
+
+
+def heat_at(cam: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A heat map resized bilinearly to `shape`, negative values clipped."""
+    heat = ndimage.zoom(cam, (shape[0] / cam.shape[0], shape[1] / cam.shape[1]), order=1)
+    return np.clip(heat[: shape[0], : shape[1]], 0.0, None)
 
 
 def true_positive_tiles(
