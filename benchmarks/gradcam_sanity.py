@@ -10,7 +10,11 @@ Grad-CAM, each from the trained network and from the network re-initialised abov
 layer, with the rank correlation between the two; the report's map squared, a control of how
 much the share owes to the map's contrast rather than to where its heat lies (the peak stays
 where it was); and the image alone (brightness above the middle of the window), which needs
-no network.
+no network. A second table says where the rest of the trained network's map lies: each map's
+heat, and the tile's area, split into regions taken in turn, each less those before it:
+within 5 mm of a lesion, within 2 mm of other calcium-bright pixels (130 HU and more in the
+model's window), the black outside the heart mask, within 3 mm inside the mask's edge, and
+the rest of the heart (heart-segmented images only).
 
     .venv/bin/python benchmarks/gradcam_sanity.py --workdir W [--dataset cropped]
         [--models resnet50 ...] [--splits validation test] [--method layercam]
@@ -45,6 +49,7 @@ from cacflow.imaging.png import slice_grey
 from cacflow.imaging.windowing import window_to_uint8
 from cacflow.learning.gradcam import gradcam_layer_name, map_cells
 from cacflow.learning.map_checks import checked_maps, normalised
+from cacflow.learning.model_file import model_dataset_settings
 from cacflow.learning.pointing import (
     POINTING_RADIUS_MM,
     heat_at,
@@ -62,38 +67,74 @@ REGIONS = (
 )
 
 
+def _near(source: np.ndarray, mm: float, radius_mm: float) -> np.ndarray:
+    """The pixels within `radius_mm` of any `source` pixel (none when there is no source)."""
+    if not source.any():
+        return np.zeros_like(source)
+    return ndimage.distance_transform_edt(~source, sampling=mm) <= radius_mm
+
+
 def heat_by_region(
     cams: np.ndarray,
-    images: np.ndarray,
+    greys: np.ndarray,
     lesions: list[np.ndarray],
     pixel_mm: list[float],
     bright_grey: float,
-) -> np.ndarray:
-    """Per map, the share of its heat in each of `REGIONS` of its tile, each region less the
-    ones before it; (n, len(REGIONS)), NaN rows for maps without heat. The black and bright
-    pixels are read from the image at the model's input, enlarged to the lesion mask's size."""
-    shares = np.full((len(cams), len(REGIONS)), np.nan)
-    for i, (cam, image, mask) in enumerate(zip(cams, images, lesions, strict=True)):
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per map, the share of its heat and of its tile's area in each of `REGIONS`, each
+    region less the ones before it: two (n, len(REGIONS)) arrays, NaN rows for maps without
+    heat. `greys` (n, h, w), the slices' grey levels in [0, 1] at the model's input, are
+    enlarged to the lesion masks' size to find the black and the calcium-bright pixels
+    (`bright_grey` on the 0-255 scale)."""
+    heat_shares = np.full((len(cams), len(REGIONS)), np.nan)
+    area_shares = np.full((len(cams), len(REGIONS)), np.nan)
+    for i, (cam, grey, mask) in enumerate(zip(cams, greys, lesions, strict=True)):
+        mask = np.asarray(mask, bool)
         heat = heat_at(cam, mask.shape)
-        if heat.sum() <= 0:
+        if heat.sum() <= 0 or not mask.any():
             continue
-        zoom = (mask.shape[0] / image.shape[0], mask.shape[1] / image.shape[1])
-        grey = ndimage.zoom(image[..., 0] * 255.0, zoom, order=0)[: mask.shape[0], : mask.shape[1]]
+        zoom = (mask.shape[0] / grey.shape[0], mask.shape[1] / grey.shape[1])
+        grey = ndimage.zoom(grey * 255.0, zoom, order=0)[: mask.shape[0], : mask.shape[1]]
         mm = float(pixel_mm[i])
-        taken = ndimage.distance_transform_edt(~mask, sampling=mm) <= POINTING_RADIUS_MM
-        bright = (grey >= bright_grey) & ~mask
+        black = grey == 0
         regions = [
-            taken,
-            ndimage.distance_transform_edt(~bright, sampling=mm) <= 2.0,
-            grey == 0,
-            ndimage.distance_transform_edt(grey > 0, sampling=mm) <= 3.0,
+            _near(mask, mm, POINTING_RADIUS_MM),
+            _near((grey >= bright_grey) & ~mask, mm, 2.0),
+            black,
+            _near(black, mm, 3.0),
             np.ones_like(mask),
         ]
+        taken = np.zeros_like(mask)
         for j, region in enumerate(regions):
-            region = region & ~taken if j else region
-            shares[i, j] = heat[region].sum() / heat.sum()
+            region = region & ~taken
+            heat_shares[i, j] = heat[region].sum() / heat.sum()
+            area_shares[i, j] = region.mean()
             taken = taken | region
-    return shares
+    return heat_shares, area_shares
+
+
+def _region_row(
+    name: str, prep: dict, cams: np.ndarray, images: np.ndarray, lesions, pixel_mm
+) -> str:
+    """The row of the where-the-heat-lies table: each region's mean share of the heat, and
+    in brackets of the tile's area. The regions name the black of a heart-segmented image,
+    so other images get none."""
+    settings = model_dataset_settings(prep)
+    if prep["dataset"] == "original" or settings.cropped_context != "heart":
+        return f"| {name} | - | " + " | ".join("-" for _ in REGIONS) + " |"
+    bright_grey = float(
+        window_to_uint8(
+            np.array([THRESHOLD_HU], float), settings.window_center_hu, settings.window_width_hu
+        )[0]
+    )
+    heat, area = heat_by_region(cams, slice_grey(images), lesions, pixel_mm, bright_grey)
+    scored = ~np.isnan(heat[:, 0])
+    means = zip(heat[scored].mean(axis=0), area[scored].mean(axis=0), strict=True)
+    return (
+        f"| {name} | {int(scored.sum())} | "
+        + " | ".join(f"{h:.3f} ({a:.3f})" for h, a in means)
+        + " |"
+    )
 
 
 def _rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
@@ -114,12 +155,6 @@ def main(argv: list[str] | None = None) -> None:
     method = args.method or evaluation["gradcam_method"]
     min_cells = args.min_cells or int(evaluation["gradcam_min_cells"])
     root, manifest, folders = trained_networks(args)
-    window = yaml.safe_load((REPO_ROOT / "config.yaml").read_text())["datasets"]
-    bright_grey = float(
-        window_to_uint8(
-            np.array([THRESHOLD_HU], float), window["window_center_hu"], window["window_width_hu"]
-        )[0]
-    )
     regions = [
         f"| network | images | {' | '.join(REGIONS)} |",
         "|---|---:|" + "---:|" * len(REGIONS),
@@ -142,17 +177,11 @@ def main(argv: list[str] | None = None) -> None:
             checked.method: (checked.trained, checked.randomised)
             for checked in checked_maps(model, images, layer, method)
         }
+        trained, randomised = maps[method]
+        regions.append(_region_row(folder.name, prep, trained, images, lesions, pixel_mm))
         # The share is not invariant to the map's contrast: squaring the same map moves
         # heat from its faint spread to its peak, which the share rewards (the peak column
         # shows where each map's maximum lies).
-        trained, randomised = maps[method]
-        where = heat_by_region(trained, images, lesions, pixel_mm, bright_grey)
-        where = where[~np.isnan(where[:, 0])]
-        regions.append(
-            f"| {folder.name} | {len(where)} | "
-            + " | ".join(f"{v:.3f}" for v in where.mean(axis=0))
-            + " |"
-        )
         maps[f"{method} squared (contrast control)"] = (trained**2, randomised**2)
         maps["image brightness (no network)"] = (brightness, brightness)
         for name, (trained, randomised) in maps.items():
@@ -171,7 +200,8 @@ def main(argv: list[str] | None = None) -> None:
             lines.append(line)
     where = (
         f"Where the heat of the trained network's {method} lies (mean share per map; each "
-        "region less those left of it):\n\n" + "\n".join(regions)
+        "region less those left of it; in brackets its mean share of the tile's area):\n\n"
+        + "\n".join(regions)
     )
     print(where)
     table = "\n".join(lines) + "\n\n" + where

@@ -54,7 +54,13 @@ ICC_TARGET, KAPPA_TARGET = 0.95, 0.90
 def score_patient(cohort: Path, pid: str, settings, model: Path, threshold: float) -> dict:
     truth = synth_patient(cohort, pid, settings)
     scores = predicted_scores(cohort, pid, truth, model, threshold)
-    kind_of = lesion_kinds(scored_study(cohort, pid))
+    scored = scored_study(cohort, pid)
+    if abs(scored.classical.row["agatston"] - scores["classical"]) > 1e-3:
+        raise RuntimeError(
+            f"{pid}: the truth's classical score {scored.classical.row['agatston']} is not "
+            f"cacflow predict's {scores['classical']}: their settings differ"
+        )
+    kind_of = lesion_kinds(scored)
     for lesion in scores["lesion_images"]:
         lesion["kind"] = kind_of[lesion_key(*lesion["key"])]
     shutil.rmtree(cohort / "dicom" / pid)  # ~35 MB a patient
@@ -181,9 +187,9 @@ def markdown_tables(patients: list[dict]) -> str:
 
 
 def lesion_table(patients: list[dict]) -> str:
-    """The hybrid's lesions by what the phantom put under them, then each lesion on which the
-    hybrid and the truth disagree (non-coronary calcium kept, coronary calcium dropped) with
-    the probability of each image that shows it."""
+    """The hybrid's lesions by what the phantom put under them, then each non-coronary lesion
+    it kept and each coronary lesion it dropped, with the probability of each image that
+    shows it."""
     lesions = [
         {**lesion, "patient_id": p["patient_id"]} for p in patients for lesion in p["lesion_images"]
     ]
@@ -248,7 +254,7 @@ def main(argv: list[str] | None = None) -> None:
         details = (
             f"model {args.model} ({patients[0]['method']}), threshold {args.threshold:g}"
             f"{'; trained: ' + args.training if args.training else ''}. Cohort: "
-            f"{cohort_details(args, settings)}; synthesis and predict took {seconds:.0f} s"
+            f"{cohort_details(args, settings)}; synthesis, predict and truth labelling took {seconds:.0f} s"
         )
         append_section("hybrid_agreement", details, table, "all for the network's inference")
 
