@@ -43,6 +43,7 @@ from _common import (
 from _truth import KINDS, lesion_key, lesion_kinds, scored_study
 
 from cacflow.predict import predict_study
+from cacflow.reporting.metrics import image_metrics
 from cacflow.scoring.agatston import risk_category
 from cacflow.scoring.agreement import agreement_rows, agreement_statistics
 from cacflow.scoring.scoring import DEFAULT_HYBRID_THRESHOLD
@@ -208,6 +209,19 @@ def lesion_table(patients: list[dict]) -> str:
             f"{sum(r['score'] for r in rows if r['kept']):.1f} | {np.median(highest):.3f} "
             f"({min(highest):.3f}-{max(highest):.3f}) |"
         )
+    compared = [r for r in lesions if r["kind"] in ("coronary", "noncoronary")]
+    separation = image_metrics(
+        [r["kind"] == "coronary" for r in compared],
+        [max(r["probabilities"].values(), default=0.0) for r in compared],
+    )["roc_auc"]
+    lines += [
+        "",
+        (
+            f"Coronary against non-coronary lesions by the highest probability of an image "
+            f"showing each: ROC AUC {separation:.3f} (1: one threshold would keep every "
+            f"coronary lesion and drop every non-coronary one)."
+        ),
+    ]
     wrong = [
         lesion
         for lesion in lesions
