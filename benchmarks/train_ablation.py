@@ -4,7 +4,7 @@ does to learning (docs/benchmarks.md, "Training that learns").
 
     .venv/bin/python benchmarks/train_ablation.py --results results --out /tmp/abl/base
         [--dataset cropped] [--model resnet50] [--configfile config/cpu.yaml]
-        [--set training.optimizer=sgd input_pipeline.balanced_batches=false ...]
+        [--set training.optimizer=sgd input_pipeline.balanced_batches=false seed=7 ...]
         [--threads 2] [--record]
 
 `--results` holds the datasets, augmented images and split table of a run (the data
@@ -30,18 +30,33 @@ from sklearn.metrics import roc_auc_score
 from cacflow.learning.augment import AugmentSettings
 from cacflow.learning.inputs import PipelineSettings
 from cacflow.learning.training import TrainPaths, TrainSettings, train_classifier
+from cacflow.overlays import per_model_after_overlays
+
+
+def merged(base, overlay):
+    """`overlay` on `base` key by key, nested mappings too, as Snakemake merges config files."""
+    if not (isinstance(base, dict) and isinstance(overlay, dict)):
+        return overlay
+    return {**base, **{key: merged(base.get(key), value) for key, value in overlay.items()}}
 
 
 def config_with(configfiles: list[Path], changes: list[str]) -> dict:
-    """config.yaml, overlaid section by section with each file, then `section.key=value`."""
-    config = yaml.safe_load((REPO_ROOT / "config.yaml").read_text())
-    for path in configfiles:
-        for section, values in yaml.safe_load(Path(path).read_text()).items():
-            config[section] = {**config.get(section, {}), **values}
+    """config.yaml, overlaid with each file, then `section.key=value` (or `key=value` for a
+    top-level key such as the training seed), as the workflow overlays them."""
+    layers = [yaml.safe_load((REPO_ROOT / "config.yaml").read_text())]
+    layers += [yaml.safe_load(Path(path).read_text()) for path in configfiles]
     for change in changes:
         key, value = change.split("=", 1)
-        section, name = key.split(".", 1)
-        config[section][name] = yaml.safe_load(value)
+        *section, name = key.split(".", 1)
+        layer = {name: yaml.safe_load(value)}
+        layers.append({section[0]: layer} if section else layer)
+    config = {}
+    for layer in layers:
+        config = merged(config, layer)
+    training = config["training"]
+    training["per_model"] = per_model_after_overlays(
+        training["per_model"], [layer.get("training") or {} for layer in layers]
+    )
     return config
 
 

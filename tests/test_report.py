@@ -117,13 +117,16 @@ def report(tmp_path, tables, config) -> Path:
     return out
 
 
-def test_report_holds_refused_study_banners_results_and_figures(report):
+def test_report_holds_refused_study_banners_results_and_figures(report, config):
     text = report.read_text()
     assert REFUSED_REASON in text
     assert "SYN0003" in text
     assert f"<li>SYN0004: {html.escape(NO_HEART)}</li>" in text
     assert "Synthetic data" in text and "synthetic cohort" in text
     assert "Demo training preset" in text and "not</em> the paper's setting" in text
+    training = config["training"]
+    own = training["per_model"]["resnet50"]["steps_per_epoch"]
+    assert f"at most {training['steps_per_epoch']} (resnet50: {own}) batches" in text
     # Value [interval]: the test split at both levels, and Table 3; not the validation split.
     assert text.count("0.876 [0.776, 0.990]") == 3
     assert "patient</td>" in text and "image</td>" in text

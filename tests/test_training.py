@@ -41,6 +41,7 @@ from cacflow.learning.training import (
     statistics_batches,
     train_classifier,
 )
+from cacflow.overlays import per_model_after_overlays
 from cacflow.reporting.evaluation import PREDICTION_COLUMNS
 from cacflow.tables import write_tsv
 
@@ -445,6 +446,26 @@ def test_per_model_keys_change_that_network_only():
     assert TrainSettings.from_config(section, "resnet50").learning_rate == 0.001
     with pytest.raises(TrainingError, match=r"per_model\.vgg16.*'models'"):
         TrainSettings.from_config({"per_model": {"vgg16": {"models": ["vgg19"]}}}, "vgg16")
+
+
+def test_a_later_config_file_overrides_an_earlier_files_per_network_key():
+    defaults = {"steps_per_epoch": 64, "per_model": {"resnet50": {"steps_per_epoch": 128}}}
+    merged = {"resnet50": {"steps_per_epoch": 128}, "vgg16": {"learning_rate": 0.0001}}
+    cpu = {"per_model": {"vgg16": {"learning_rate": 0.0001}}}
+    # config/cpu_cropped.yaml on top of config/cpu.yaml: 256 for every network.
+    assert per_model_after_overlays(merged, [defaults, cpu, {"steps_per_epoch": 256}]) == {
+        "vgg16": {"learning_rate": 0.0001}
+    }
+    # Without it the demo's 128 stays; in one file the network's own key wins.
+    assert per_model_after_overlays(merged, [defaults, cpu]) == merged
+    both = {"steps_per_epoch": 32, "per_model": {"resnet50": {"steps_per_epoch": 128}}}
+    assert per_model_after_overlays(merged, [defaults, both]) == merged
+    # A later file's learning rate for all reaches VGG16 too; a key no file names stays.
+    later = per_model_after_overlays(merged, [defaults, cpu, {"learning_rate": 0.01}])
+    assert later == {"resnet50": {"steps_per_epoch": 128}}
+    assert per_model_after_overlays({"vgg19": {"dropout": 0.2}}, [defaults]) == {
+        "vgg19": {"dropout": 0.2}
+    }
 
 
 def test_unknown_per_model_key_is_refused_before_any_job(refused_overlay):

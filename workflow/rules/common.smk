@@ -5,16 +5,41 @@ import re
 import sys
 from pathlib import Path
 
+import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 validate(config, "../schemas/config.schema.yaml")
 
-# The library's standard-library-only module of patient IDs and label tables, from this
-# checkout (first on the path: an installed cacflow may be another version).
+# The library's standard-library-only modules, from this checkout (first on the path: an
+# installed cacflow may be another version).
 SCRIPTS = Path(workflow.basedir, "workflow", "scripts")
 sys.path.insert(0, str(SCRIPTS))
+from cacflow.overlays import per_model_after_overlays
 from cacflow.patients import label_rows_by_patient, pseudonym, synthetic_patient_ids
+
+
+def config_layer_files():
+    """The run's configuration files in the order they overlay: the Snakefile's config.yaml
+    (where present), then each --configfile (Snakemake lists config.yaml after them)."""
+    given = [str(path) for path in workflow.overwrite_configfiles]
+    own = [str(path) for path in workflow.configfiles if str(path) not in given]
+    return list(dict.fromkeys(own + given))
+
+
+def _training_layers():
+    """The training section of the schema's defaults and of each configuration file."""
+    defaults = {}
+    validate(defaults, "../schemas/config.schema.yaml")
+    files = [
+        yaml.safe_load(Path(name).read_text()) or {} for name in config_layer_files()
+    ]
+    return [defaults["training"], *((f.get("training") or {}) for f in files)]
+
+
+config["training"]["per_model"] = per_model_after_overlays(
+    config["training"]["per_model"], _training_layers()
+)
 
 
 def _key_sorted(value):
@@ -73,7 +98,7 @@ def config_files():
     path in the repository, another by its name only (a path can name a person)."""
     root = Path(workflow.basedir).resolve()
     names = []
-    for name in workflow.configfiles:
+    for name in config_layer_files():
         path = Path(name).resolve()
         names.append(
             str(path.relative_to(root)) if path.is_relative_to(root) else path.name

@@ -69,6 +69,7 @@ TRAINING_COLUMNS = (
     "parameters",
     "train_images",
     "epochs_run",
+    "steps_per_epoch",
     "best_epoch",
     "best_val_accuracy",
     "train_images_per_s",
@@ -209,7 +210,8 @@ def _banner(synthetic: bool, demo: bool, config: Mapping, configfiles: Sequence[
             "a short CPU run (input "
             f"{html.escape(str(training.get('image_size', '?')))} px, "
             f"{html.escape(str(training.get('epochs', '?')))} epochs of at most "
-            f"{html.escape(str(training.get('steps_per_epoch', '?')))} batches of "
+            f"{html.escape(str(training.get('steps_per_epoch', '?')))}"
+            f"{_per_network_steps(training)} batches of "
             f"{html.escape(str(pipeline.get('batch_size', '?')))}{half}, "
             f"{html.escape(str(training.get('optimizer', 'sgd')))}), which keeps a run within "
             "minutes. This is <em>not</em> the paper's setting "
@@ -225,6 +227,16 @@ def _banner(synthetic: bool, demo: bool, config: Mapping, configfiles: Sequence[
 # The (dataset, network) pairs config/cpu.yaml trains: every dataset with every network.
 CPU_PRESET_DATASETS = ("original", "segmented", "cropped")
 CPU_PRESET_MODELS = ("resnet50", "inception_resnet_v2", "vgg16", "vgg19")
+
+
+def _per_network_steps(training: Mapping) -> str:
+    """ " (resnet50: 128)" for the trained networks given their own batches an epoch."""
+    own = [
+        f"{html.escape(model)}: {html.escape(str(keys['steps_per_epoch']))}"
+        for model, keys in training.get("per_model", {}).items()
+        if "steps_per_epoch" in keys and model in training.get("models", ())
+    ]
+    return f" ({', '.join(own)})" if own else ""
 
 
 def _pairs_note(training: Mapping) -> str:
