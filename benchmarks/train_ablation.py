@@ -42,9 +42,10 @@ def merged(base, overlay):
 
 def config_with(configfiles: list[Path], changes: list[str]) -> dict:
     """config.yaml, overlaid with each file, then `section.key=value` (or `key=value` for a
-    top-level key such as the training seed), as the workflow overlays them."""
+    top-level key such as the training seed), as the workflow overlays config files (the
+    changes as one more file)."""
     layers = [yaml.safe_load((REPO_ROOT / "config.yaml").read_text())]
-    layers += [yaml.safe_load(Path(path).read_text()) for path in configfiles]
+    layers += [yaml.safe_load(Path(path).read_text()) or {} for path in configfiles]
     for change in changes:
         key, value = change.split("=", 1)
         *section, name = key.split(".", 1)

@@ -15,7 +15,8 @@ def per_model_after_overlays(per_model: Mapping, layers: Sequence[Mapping]) -> d
     config layer sets for the whole section. `layers` are the ``training:`` sections in the
     order they overlay (the schema's defaults, config.yaml, each --configfile): a later file
     wins, whether the earlier one set the key for one network or for all; in one file the
-    network's own key wins. A key no layer names (given on the command line) stays."""
+    network's own key wins. Snakemake's --config is no layer here: a per-network key only
+    it gives stays, and a section key it gives does not override a file's per-network one."""
     kept = {}
     for model, keys in per_model.items():
         own = {}
