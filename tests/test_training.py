@@ -456,7 +456,7 @@ def test_a_later_config_file_overrides_an_earlier_files_per_network_key():
     assert per_model_after_overlays(merged, [defaults, cpu, {"steps_per_epoch": 256}]) == {
         "vgg16": {"learning_rate": 0.0001}
     }
-    # Without it the demo's 128 stays; in one file the network's own key wins.
+    # Without it the per-network value stays; in one file the network's own key wins.
     assert per_model_after_overlays(merged, [defaults, cpu]) == merged
     both = {"steps_per_epoch": 32, "per_model": {"resnet50": {"steps_per_epoch": 128}}}
     assert per_model_after_overlays(merged, [defaults, both]) == merged
