@@ -10,6 +10,8 @@ from PIL import Image
 from cacflow.learning.gradcam import (
     CAM_METHODS,
     GradCamError,
+    class_log_odds,
+    class_score_model,
     grad_cam,
     gradcam_layer_name,
     map_cells,
@@ -71,6 +73,31 @@ def test_heat_map_peaks_on_the_spot(spot_model, method):
     peaks = np.array([np.unravel_index(np.argmax(maps[i]), maps[i].shape) for i in positives])
     distance = np.hypot(*(peaks - centres[positives]).T)
     assert np.mean(distance <= 3) >= 0.8, distance
+
+
+def test_maps_explain_the_log_odds_of_the_class(spot_model):
+    """The maps follow the class's log-odds, log(p / (1 - p)): adding one vector to both
+    classes' weights changes no probability, and no map (with the class's own score as the
+    target, some maps would change whole)."""
+    images, _, _ = spot_images(8, seed=4)
+    head = spot_model.get_layer("predictions")
+    score_model, softmax_dense = class_score_model(spot_model, "conv2")
+    probability = spot_model.predict(images, verbose=0)[:, 1]
+    log_odds = class_log_odds(score_model(images)[1], head, softmax_dense, 1).numpy()
+    np.testing.assert_allclose(log_odds, np.log(probability / (1 - probability)), atol=1e-3)
+
+    shared = keras.models.clone_model(spot_model)
+    shared.set_weights(spot_model.get_weights())
+    kernel, bias = head.get_weights()
+    common = np.random.default_rng(0).uniform(0.5, 1.0, size=(kernel.shape[0], 1))
+    shared.get_layer("predictions").set_weights([kernel + common, bias + 1.0])
+    np.testing.assert_allclose(shared.predict(images, verbose=0)[:, 1], probability, atol=1e-5)
+    for method in CAM_METHODS:
+        np.testing.assert_allclose(
+            grad_cam(shared, images, method=method),
+            grad_cam(spot_model, images, method=method),
+            atol=1e-4,
+        )
 
 
 def test_layer_choice(spot_model):

@@ -2,9 +2,12 @@
 Explanations from Deep Networks via Gradient-based Localization", ICCV 2017).
 
 For a class c and a convolutional layer with feature maps A^k, the map is
-ReLU(sum_k alpha_k A^k) with alpha_k the spatial mean of d y^c / d A^k, where y^c is the
-class score before the softmax (the paper's choice: the softmax probability saturates, and
-its gradient vanishes, on confidently classified images). LayerCAM (Jiang et al., "LayerCAM:
+ReLU(sum_k alpha_k A^k) with alpha_k the spatial mean of d y^c / d A^k. Selvaraju et al. take
+y^c, the class score before the softmax (the softmax probability saturates, and its gradient
+vanishes, on confidently classified images). Here y^c is the class's log-odds before the
+softmax, its score less the log-sum-exp of the others' (y_1 - y_0 for two classes): as
+unsaturated, but free of what the scores share. A feature that raises every class's score
+alike changes no prediction, so it gets no heat. LayerCAM (Jiang et al., "LayerCAM:
 Exploring Hierarchical Class Activation Maps for Localization", IEEE TIP 2021) weights each
 location by its own positive gradient instead, ReLU(sum_k ReLU(d y^c / d A^k_ij) A^k_ij), so a
 feature counts only where it raises the score: sharper maps at the finer layers that show a
@@ -99,6 +102,16 @@ def class_score_model(model: keras.Model, layer_name: str) -> tuple[keras.Model,
     return keras.Model(model.inputs, [features, scores]), softmax_dense
 
 
+def class_log_odds(scores, last: keras.layers.Layer, softmax_dense: bool, class_index: int):
+    """The log-odds of `class_index` before the softmax, (n,) float32: its logit less the
+    log-sum-exp of the other classes' (`class_logits`); a single score as it is."""
+    logits = class_logits(scores, last, softmax_dense)
+    if logits.shape[-1] == 1:
+        return logits[:, 0]
+    others = tf.concat([logits[:, :class_index], logits[:, class_index + 1 :]], axis=-1)
+    return logits[:, class_index] - tf.reduce_logsumexp(others, axis=-1)
+
+
 def class_logits(scores, last: keras.layers.Layer, softmax_dense: bool):
     """The class scores before the softmax (float32) from `class_score_model`'s scores: the
     logits of the softmax Dense layer `last` from its input, or the scores as they are."""
@@ -135,7 +148,7 @@ def grad_cam(
         with tf.GradientTape() as tape:
             features, scores = score_model(batch, training=False)
             tape.watch(features)
-            class_score = class_logits(scores, last, softmax_dense)[:, class_index]
+            class_score = class_log_odds(scores, last, softmax_dense, class_index)
         gradients = tf.cast(tape.gradient(class_score, features), tf.float32)
         if method == "gradcam":
             weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)

@@ -10,9 +10,10 @@ trained weights add.
 
 Two maps are checked: the Grad-CAM or LayerCAM map of the layer (`gradcam.grad_cam`), and
 Guided Grad-CAM (Selvaraju et al. 2017), that map times guided backpropagation
-(Springenberg et al. 2015): the gradient of the class logit with respect to the input,
-passed back through each ReLU only where both its input and the gradient are positive. It
-has the input's resolution, where the layer's map has a cell per few mm.
+(Springenberg et al. 2015): the gradient of the class's log-odds (`class_log_odds`) with
+respect to the input, passed back through each ReLU only where both its input and the
+gradient are positive. It has the input's resolution, where the layer's map has a cell per
+few mm.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import tensorflow as tf
 
 from cacflow.learning.gradcam import (
     GradCamError,
-    class_logits,
+    class_log_odds,
     class_score_model,
     grad_cam,
 )
@@ -71,7 +72,7 @@ def network_copy(
 
 
 def guided_backprop(guided: keras.Model, images: np.ndarray, class_index: int = 1) -> np.ndarray:
-    """Positive guided-backpropagation maps (n, h, w) in [0, 1] of the class's logit, for a
+    """Positive guided-backpropagation maps (n, h, w) in [0, 1] of the class's log-odds, for a
     `network_copy(..., guided=True)`; the input's channels are summed, as the chain rule
     does for a grey image repeated."""
     score_model, softmax_dense = class_score_model(guided, guided.layers[-1].name)
@@ -81,8 +82,8 @@ def guided_backprop(guided: keras.Model, images: np.ndarray, class_index: int = 
         with tf.GradientTape() as tape:
             tape.watch(batch)
             _, scores = score_model(batch, training=False)
-            logit = class_logits(scores, guided.layers[-1], softmax_dense)[:, class_index]
-        maps.append(tf.nn.relu(tf.reduce_sum(tape.gradient(logit, batch), axis=-1)).numpy())
+            log_odds = class_log_odds(scores, guided.layers[-1], softmax_dense, class_index)
+        maps.append(tf.nn.relu(tf.reduce_sum(tape.gradient(log_odds, batch), axis=-1)).numpy())
     return normalised(np.concatenate(maps))
 
 
