@@ -104,12 +104,14 @@ def class_score_model(model: keras.Model, layer_name: str) -> tuple[keras.Model,
 
 def class_log_odds(scores, last: keras.layers.Layer, softmax_dense: bool, class_index: int):
     """The log-odds of `class_index` before the softmax, (n,) float32: its logit less the
-    log-sum-exp of the other classes' (`class_logits`); a single score as it is."""
+    log-sum-exp of the other classes' (`class_logits`). A model with a single output has
+    no other class: its score is taken as it is."""
     logits = class_logits(scores, last, softmax_dense)
     if logits.shape[-1] == 1:
         return logits[:, 0]
-    others = tf.concat([logits[:, :class_index], logits[:, class_index + 1 :]], axis=-1)
-    return logits[:, class_index] - tf.reduce_logsumexp(others, axis=-1)
+    index = class_index % logits.shape[-1]
+    others = tf.concat([logits[:, :index], logits[:, index + 1 :]], axis=-1)
+    return logits[:, index] - tf.reduce_logsumexp(others, axis=-1)
 
 
 def class_logits(scores, last: keras.layers.Layer, softmax_dense: bool):
